@@ -1,0 +1,232 @@
+//! The YAML file as written by operators: serde structs that mirror
+//! `conf/codex-proxy.yaml` one to one. Every struct denies unknown fields, so a
+//! typo is an error naming its path instead of a silently ignored setting.
+//! Nothing here is validated beyond its type; see `model.rs` for that.
+
+use super::units::{Credits, Dur, Num, Size};
+use serde::Deserialize;
+use std::collections::BTreeMap;
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    pub server: ServerSection,
+    #[serde(default)]
+    pub storage: StorageSection,
+    #[serde(default)]
+    pub access_log: AccessLogSection,
+    #[serde(default)]
+    pub admin: AdminSection,
+    /// `auto` (default), `always` or `never`.
+    #[serde(default)]
+    pub demo_upstream: Option<String>,
+    #[serde(default)]
+    pub routing: RoutingSection,
+    #[serde(default)]
+    pub billing: BillingSection,
+    #[serde(default)]
+    pub channels: Vec<ChannelSection>,
+    #[serde(default)]
+    pub models: Vec<ModelSection>,
+    #[serde(default)]
+    pub plans: Vec<PlanSection>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    #[serde(default)]
+    pub listen: Vec<ListenSection>,
+    pub threads: Option<Num>,
+    pub grace_period: Option<Dur>,
+    pub max_body_size: Option<Size>,
+    /// Seconds a keep-alive client connection may stay idle.
+    pub keepalive_timeout: Option<Dur>,
+}
+
+/// A listener: either `"0.0.0.0:8080"` or `{address, tls: {cert, key}}`.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum ListenSection {
+    Plain(String),
+    Full(ListenFull),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenFull {
+    pub address: String,
+    pub tls: Option<TlsSection>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsSection {
+    pub cert: String,
+    pub key: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StorageSection {
+    pub data_dir: Option<String>,
+    /// SQLite file; relative paths are inside `data_dir`.
+    pub database: Option<String>,
+    /// Longest time a usage record waits in memory before its batch commits.
+    pub flush_interval: Option<Dur>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AccessLogSection {
+    /// JSON-lines file; relative paths are inside `data_dir`; `off` disables it.
+    pub path: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdminSection {
+    /// Listener of the admin API; empty disables it.
+    pub listen: Option<String>,
+    /// Bearer token the admin API requires.
+    pub token: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutingSection {
+    pub max_attempts: Option<Num>,
+    /// Cool-down after an upstream 429 without a usable reset header.
+    pub default_cooldown: Option<Dur>,
+    /// Request fields/headers that pin a conversation to one channel.
+    pub affinity_keys: Option<Vec<String>>,
+    pub affinity_ttl: Option<Dur>,
+    pub affinity_max_entries: Option<Num>,
+    /// Sliding window and threshold of passive failures that eject a channel.
+    pub failure_window: Option<Dur>,
+    pub failure_threshold: Option<Num>,
+    /// How long an ejected channel rests before traffic may try it again.
+    pub ejection_time: Option<Dur>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BillingSection {
+    /// IANA-free fixed offset such as `UTC`, `+08:00`, `-05:00`; daily quotas reset
+    /// at 00:00 in it.
+    pub timezone: Option<String>,
+    /// Concurrent requests per user when no plan says otherwise.
+    pub default_concurrency: Option<Num>,
+    /// Upper bound of the credit reservation taken before forwarding.
+    pub max_reservation: Option<Credits>,
+    /// Output tokens assumed for the reservation when the request sets no limit.
+    pub default_max_output_tokens: Option<Num>,
+    /// Failed redemptions per user per 10 minutes before answering 429.
+    pub redeem_failures_per_10min: Option<Num>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelSection {
+    pub name: String,
+    /// `openai` (chat + responses + embeddings), `openai-chat` (chat + embeddings)
+    /// or `anthropic` (messages + count_tokens).
+    pub kind: String,
+    pub base_url: String,
+    #[serde(default)]
+    pub api_key: Option<String>,
+    #[serde(default)]
+    pub models: Vec<ChannelModelSection>,
+    pub weight: Option<Num>,
+    pub priority: Option<Num>,
+    pub enabled: Option<bool>,
+    /// Always translate to this channel's protocol even when another channel
+    /// speaks the client's protocol natively.
+    pub force_translation: Option<bool>,
+    /// Extra headers sent upstream (for example `OpenAI-Organization`).
+    #[serde(default)]
+    pub headers: BTreeMap<String, String>,
+    #[serde(default)]
+    pub timeouts: TimeoutsSection,
+    #[serde(default)]
+    pub health_check: HealthCheckSection,
+    /// Context window of the models behind this channel, for overflow messages.
+    pub context_window: Option<Num>,
+}
+
+/// A model a channel serves: `gpt-4o-mini`, or `{name, upstream}` to rename it.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum ChannelModelSection {
+    Plain(String),
+    Mapped(ChannelModelMapped),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChannelModelMapped {
+    pub name: String,
+    pub upstream: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutsSection {
+    pub connect: Option<Dur>,
+    pub first_byte: Option<Dur>,
+    pub idle: Option<Dur>,
+    pub total: Option<Dur>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HealthCheckSection {
+    pub enabled: Option<bool>,
+    /// Path below the base URL probed with GET (default `/models`).
+    pub path: Option<String>,
+    pub interval: Option<Dur>,
+    pub timeout: Option<Dur>,
+    /// Consecutive failures that eject the channel.
+    pub failures: Option<Num>,
+    /// Consecutive successes that restore it.
+    pub successes: Option<Num>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ModelSection {
+    pub id: String,
+    pub display_name: Option<String>,
+    pub owned_by: Option<String>,
+    /// Unix time shown as `created` in `/v1/models`.
+    pub created: Option<Num>,
+    #[serde(default)]
+    pub price: PriceSection,
+}
+
+/// Credits per one million tokens.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PriceSection {
+    pub input: Option<Credits>,
+    pub cached_input: Option<Credits>,
+    pub cache_write: Option<Credits>,
+    pub output: Option<Credits>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanSection {
+    pub id: String,
+    pub name: Option<String>,
+    /// Credits the plan covers per day.
+    pub daily_quota: Credits,
+    pub concurrency: Option<Num>,
+    pub requests_per_minute: Option<Num>,
+    #[serde(default)]
+    pub allowed_models: Vec<String>,
+    #[serde(default)]
+    pub blocked_models: Vec<String>,
+    pub duration_days: Num,
+}

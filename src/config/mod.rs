@@ -1,0 +1,184 @@
+//! Configuration: one YAML file (`conf/codex-proxy.yaml`), `${VAR}` interpolation,
+//! then validation into the typed [`Config`]. `codex-proxy check -c FILE` prints
+//! every error with its field path.
+
+mod env;
+pub mod file;
+pub mod model;
+pub mod units;
+
+pub use model::*;
+
+use std::path::Path;
+
+/// Loads and validates a configuration file, using the process environment for
+/// interpolation.
+pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        ConfigErrors(vec![FieldError { path: path.display().to_string(), message: format!("cannot read: {e}") }])
+    })?;
+    let dir = path.parent().unwrap_or(Path::new("."));
+    parse(&text, dir, &|name| std::env::var(name).ok())
+}
+
+/// Parses configuration text. `conf_dir` anchors relative TLS paths; `lookup`
+/// resolves `${VAR}`.
+pub fn parse(text: &str, conf_dir: &Path, lookup: &dyn Fn(&str) -> Option<String>) -> Result<Config, ConfigErrors> {
+    let one = |path: &str, message: String| ConfigErrors(vec![FieldError { path: path.to_string(), message }]);
+    let mut tree: serde_yaml::Value = if text.trim().is_empty() {
+        serde_yaml::Value::Mapping(Default::default())
+    } else {
+        serde_yaml::from_str(text).map_err(|e| one("(yaml)", e.to_string()))?
+    };
+    let mut errors = Vec::new();
+    env::interpolate_tree(&mut tree, "", lookup, &mut errors);
+    if !errors.is_empty() {
+        return Err(ConfigErrors(errors.into_iter().map(|(path, message)| FieldError { path, message }).collect()));
+    }
+    let file: file::FileConfig = serde_path_to_error::deserialize(tree).map_err(|e| {
+        let path = e.path().to_string();
+        let path = if path == "." { "(root)".to_string() } else { path };
+        one(&path, e.into_inner().to_string())
+    })?;
+    model::validate(file, conf_dir)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::time::Duration;
+
+    fn no_env(_: &str) -> Option<String> {
+        None
+    }
+
+    fn parse_str(text: &str) -> Result<Config, ConfigErrors> {
+        parse(text, Path::new("."), &no_env)
+    }
+
+    const MINIMAL: &str = r#"
+server:
+  listen: ["127.0.0.1:0"]
+models:
+  - id: m1
+    price: {input: 1, output: 2}
+channels:
+  - name: up
+    kind: openai
+    base_url: http://127.0.0.1:9/v1
+    api_key: sk-test
+    models: [m1]
+"#;
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = parse_str(MINIMAL).unwrap();
+        assert_eq!(c.threads, 2);
+        assert_eq!(c.grace_period, Duration::from_secs(10));
+        assert_eq!(c.max_body_bytes, 32 << 20);
+        assert_eq!(c.routing.max_attempts, 3);
+        assert_eq!(
+            c.models[0].price,
+            Price { input: 1_000_000, cached_input: 1_000_000, cache_write: 1_000_000, output: 2_000_000 }
+        );
+        assert_eq!(c.channels[0].models.get("m1").map(String::as_str), Some("m1"));
+        assert_eq!(c.access_log.as_deref(), Some(Path::new("./data/access.log")));
+        assert_eq!(c.database, Path::new("./data/codex-proxy.db"));
+    }
+
+    /// The shipped file is the documented default: it must load with and
+    /// without provider keys, and contain the models the docs promise.
+    #[test]
+    fn shipped_config_loads() {
+        let text = include_str!("../../conf/codex-proxy.yaml");
+        let c = parse(text, Path::new("conf"), &no_env).unwrap();
+        assert_eq!(c.listeners[0].address.to_string(), "0.0.0.0:8080");
+        assert_eq!(c.data_dir, Path::new("./data"));
+        for m in ["gpt-4o-mini", "gpt-5.1-codex", "text-embedding-3-small", "claude-sonnet-4-6", "claude-haiku-4-5"] {
+            let model = c.model(m).unwrap_or_else(|| panic!("{m} missing"));
+            assert!(model.price.input > 0 && (model.price.output > 0 || m.starts_with("text-")), "{m} has prices");
+        }
+        let openai = c.channels.iter().find(|ch| ch.kind == ChannelKind::OpenAi).unwrap();
+        assert_eq!(openai.base_url.to_string(), "https://api.openai.com/v1");
+        assert!(openai.api_key.is_empty());
+        let env = |n: &str| match n {
+            "CODEX_PROXY_LISTEN" => Some("127.0.0.1:9999".to_string()),
+            "ANTHROPIC_BASE_URL" => Some("http://10.0.0.1:8000".to_string()),
+            "ANTHROPIC_API_KEY" => Some("sk-ant".to_string()),
+            _ => None,
+        };
+        let c = parse(text, Path::new("conf"), &env).unwrap();
+        assert_eq!(c.listeners[0].address.to_string(), "127.0.0.1:9999");
+        let ant = c.channels.iter().find(|ch| ch.kind == ChannelKind::Anthropic).unwrap();
+        assert_eq!(ant.base_url.to_string(), "http://10.0.0.1:8000");
+        assert_eq!(ant.api_key.expose(), "sk-ant");
+    }
+
+    fn errors_of(text: &str) -> Vec<String> {
+        match parse_str(text) {
+            Ok(_) => panic!("expected errors"),
+            Err(e) => e.0.iter().map(|f| format!("{}: {}", f.path, f.message)).collect(),
+        }
+    }
+
+    #[test]
+    fn unknown_fields_name_their_path() {
+        let errs = errors_of(&MINIMAL.replace("kind: openai", "kind: openai\n    wieght: 3"));
+        assert_eq!(errs.len(), 1);
+        assert!(errs[0].starts_with("channels[0].wieght: unknown field `wieght`, expected one of"), "{errs:?}");
+    }
+
+    #[test]
+    fn all_semantic_errors_are_reported() {
+        let text = MINIMAL
+            .replace("kind: openai", "kind: gemini")
+            .replace("http://127.0.0.1:9/v1", "ftp://x")
+            .replace("\"127.0.0.1:0\"", "\"localhost\"")
+            .replace("models: [m1]", "models: [m1, m2]");
+        let errs = errors_of(&text);
+        assert!(errs.iter().any(|e| e.starts_with("server.listen[0]: \"localhost\" is not an IP:port")), "{errs:?}");
+        assert!(errs.iter().any(|e| e.starts_with("channels[0].kind: must be openai")), "{errs:?}");
+        assert!(errs.iter().any(|e| e.starts_with("channels[0].base_url:")), "{errs:?}");
+    }
+
+    #[test]
+    fn undeclared_model_and_bad_values() {
+        let text = MINIMAL.replace("models: [m1]", "models: [m1, m2]\n    weight: 0");
+        let errs = errors_of(&text);
+        assert!(
+            errs.contains(&"channels[0].models[1]: model \"m2\" is not declared under models".to_string()),
+            "{errs:?}"
+        );
+        assert!(errs.contains(&"channels[0].weight: must be between 1 and 10000, got 0".to_string()), "{errs:?}");
+    }
+
+    #[test]
+    fn unset_variable_is_an_error_with_path() {
+        let errs = errors_of(&MINIMAL.replace("sk-test", "${NOT_SET_ANYWHERE}"));
+        assert_eq!(errs, vec!["channels[0].api_key: environment variable NOT_SET_ANYWHERE is not set (write ${NOT_SET_ANYWHERE:-default} to allow that)".to_string()]);
+    }
+
+    #[test]
+    fn admin_on_public_address_needs_a_token() {
+        let errs = errors_of(&format!("{MINIMAL}admin:\n  listen: 0.0.0.0:8081\n"));
+        assert_eq!(
+            errs,
+            vec!["admin.token: required when admin.listen (0.0.0.0:8081) is not a loopback address".to_string()]
+        );
+    }
+
+    #[test]
+    fn numbers_may_come_from_variables() {
+        let env = |n: &str| (n == "T").then(|| "3".to_string());
+        let c = parse(
+            &format!("{MINIMAL}  threads: ${{T}}\n").replace("server:\n  listen: [\"127.0.0.1:0\"]\n", ""),
+            Path::new("."),
+            &env,
+        );
+        // `threads` landed under the last channel; that is a typo the checker must catch.
+        assert!(c.is_err());
+        let text = MINIMAL.replace("listen: [\"127.0.0.1:0\"]", "listen: [\"127.0.0.1:0\"]\n  threads: ${T}");
+        let c = parse(&text, Path::new("."), &env).unwrap();
+        assert_eq!(c.threads, 3);
+    }
+}
