@@ -1,0 +1,218 @@
+//! SQL for users and API keys: used by the CLI, the admin API and the gateway's
+//! in-memory reload. Never called on the request path.
+
+use super::{now_ms, SqlContext, StoreError};
+use crate::auth::{self, KeyHash, NewKey};
+use rusqlite::{params, Connection, OptionalExtension, Row};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UserRow {
+    pub id: i64,
+    pub email: String,
+    pub status: String,
+    pub created_at: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct KeyRow {
+    pub id: i64,
+    pub user_id: i64,
+    pub lookup: String,
+    pub key_hash: String,
+    pub name: String,
+    pub status: String,
+    pub expires_at: Option<i64>,
+    /// `None`: every model the user may use; otherwise only these (patterns).
+    pub allowed_models: Option<Vec<String>>,
+    pub created_at: i64,
+    pub last_used_at: Option<i64>,
+}
+
+impl KeyRow {
+    pub fn prefix(&self) -> String {
+        auth::display_prefix(&self.lookup)
+    }
+}
+
+pub fn validate_email(email: &str) -> Result<String, StoreError> {
+    let e = email.trim();
+    let ok = e.len() <= 254
+        && !e.chars().any(|c| c.is_whitespace() || c.is_control())
+        && e.split_once('@').is_some_and(|(local, domain)| !local.is_empty() && !domain.is_empty());
+    if ok {
+        Ok(e.to_string())
+    } else {
+        Err(StoreError::Invalid(format!("{email:?} is not an email address")))
+    }
+}
+
+const USER_COLS: &str = "id, email, status, created_at";
+
+fn user_row(r: &Row) -> rusqlite::Result<UserRow> {
+    Ok(UserRow { id: r.get(0)?, email: r.get(1)?, status: r.get(2)?, created_at: r.get(3)? })
+}
+
+pub fn add_user(conn: &Connection, email: &str) -> Result<UserRow, StoreError> {
+    let email = validate_email(email)?;
+    if find_user(conn, &email)?.is_some() {
+        return Err(StoreError::UserExists(email));
+    }
+    conn.execute("INSERT INTO users(email, created_at) VALUES (?1, ?2)", params![email, now_ms()])
+        .ctx("inserting user")?;
+    user(conn, &email)
+}
+
+pub fn find_user(conn: &Connection, email: &str) -> Result<Option<UserRow>, StoreError> {
+    conn.query_row(&format!("SELECT {USER_COLS} FROM users WHERE email = ?1"), [email.trim()], user_row)
+        .optional()
+        .ctx("reading user")
+}
+
+pub fn user(conn: &Connection, email: &str) -> Result<UserRow, StoreError> {
+    find_user(conn, email)?.ok_or_else(|| StoreError::NoSuchUser(email.to_string()))
+}
+
+pub fn user_by_id(conn: &Connection, id: i64) -> Result<Option<UserRow>, StoreError> {
+    conn.query_row(&format!("SELECT {USER_COLS} FROM users WHERE id = ?1"), [id], user_row)
+        .optional()
+        .ctx("reading user")
+}
+
+pub fn list_users(conn: &Connection) -> Result<Vec<UserRow>, StoreError> {
+    let mut stmt = conn.prepare(&format!("SELECT {USER_COLS} FROM users ORDER BY id")).ctx("listing users")?;
+    let rows = stmt.query_map([], user_row).ctx("listing users")?;
+    rows.collect::<Result<_, _>>().ctx("listing users")
+}
+
+pub fn set_user_status(conn: &Connection, user_id: i64, status: &str) -> Result<(), StoreError> {
+    conn.execute("UPDATE users SET status = ?1 WHERE id = ?2", params![status, user_id]).ctx("updating user")?;
+    Ok(())
+}
+
+const KEY_COLS: &str =
+    "id, user_id, lookup, key_hash, name, status, expires_at, allowed_models, created_at, last_used_at";
+
+fn key_row(r: &Row) -> rusqlite::Result<KeyRow> {
+    let models: Option<String> = r.get(7)?;
+    Ok(KeyRow {
+        id: r.get(0)?,
+        user_id: r.get(1)?,
+        lookup: r.get(2)?,
+        key_hash: r.get(3)?,
+        name: r.get(4)?,
+        status: r.get(5)?,
+        expires_at: r.get(6)?,
+        allowed_models: models.and_then(|m| serde_json::from_str(&m).ok()),
+        created_at: r.get(8)?,
+        last_used_at: r.get(9)?,
+    })
+}
+
+/// Creates a key for a user; the returned plaintext must be shown once and dropped.
+pub fn create_key(conn: &Connection, user_id: i64, name: &str) -> Result<(KeyRow, NewKey), StoreError> {
+    let key = auth::generate();
+    conn.execute(
+        "INSERT INTO api_keys(user_id, lookup, key_hash, name, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![user_id, key.lookup, key.hash.to_hex(), name, now_ms()],
+    )
+    .ctx("inserting API key")?;
+    let row = key_by_id(conn, conn.last_insert_rowid())?;
+    Ok((row, key))
+}
+
+pub fn key_by_id(conn: &Connection, id: i64) -> Result<KeyRow, StoreError> {
+    conn.query_row(&format!("SELECT {KEY_COLS} FROM api_keys WHERE id = ?1"), [id], key_row)
+        .optional()
+        .ctx("reading API key")?
+        .ok_or(StoreError::NoSuchKey(id))
+}
+
+pub fn list_keys(conn: &Connection, user_id: Option<i64>) -> Result<Vec<KeyRow>, StoreError> {
+    let sql = match user_id {
+        Some(_) => format!("SELECT {KEY_COLS} FROM api_keys WHERE user_id = ?1 ORDER BY id"),
+        None => format!("SELECT {KEY_COLS} FROM api_keys WHERE ?1 IS NULL ORDER BY id"),
+    };
+    let mut stmt = conn.prepare(&sql).ctx("listing API keys")?;
+    let rows = stmt.query_map([user_id], key_row).ctx("listing API keys")?;
+    rows.collect::<Result<_, _>>().ctx("listing API keys")
+}
+
+/// Sets one column of a key; `column` is one of a fixed set of names.
+fn update_key(
+    conn: &Connection,
+    key_id: i64,
+    column: &'static str,
+    value: &dyn rusqlite::ToSql,
+) -> Result<KeyRow, StoreError> {
+    let n = conn
+        .execute(&format!("UPDATE api_keys SET {column} = ?1 WHERE id = ?2"), params![value, key_id])
+        .ctx("updating API key")?;
+    if n == 0 {
+        return Err(StoreError::NoSuchKey(key_id));
+    }
+    key_by_id(conn, key_id)
+}
+
+pub fn set_key_status(conn: &Connection, key_id: i64, status: &str) -> Result<KeyRow, StoreError> {
+    update_key(conn, key_id, "status", &status)
+}
+
+pub fn set_key_expiry(conn: &Connection, key_id: i64, expires_at: Option<i64>) -> Result<KeyRow, StoreError> {
+    update_key(conn, key_id, "expires_at", &expires_at)
+}
+
+pub fn set_key_models(conn: &Connection, key_id: i64, models: Option<&[String]>) -> Result<KeyRow, StoreError> {
+    let json = models.map(|m| serde_json::to_string(m).unwrap_or_default());
+    update_key(conn, key_id, "allowed_models", &json)
+}
+
+/// Records last-used times (batched by the writer; only moves forward).
+pub fn touch_keys(conn: &Connection, stamps: &[(i64, i64)]) -> Result<(), StoreError> {
+    let mut stmt = conn
+        .prepare_cached(
+            "UPDATE api_keys SET last_used_at = ?2 WHERE id = ?1 AND (last_used_at IS NULL OR last_used_at < ?2)",
+        )
+        .ctx("touching keys")?;
+    for (id, at) in stamps {
+        stmt.execute(params![id, at]).ctx("touching keys")?;
+    }
+    Ok(())
+}
+
+/// Parses a stored hash; a corrupt row can never authenticate.
+pub fn parse_hash(row: &KeyRow) -> Option<KeyHash> {
+    KeyHash::from_hex(&row.key_hash)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn db() -> (tempfile::TempDir, Connection) {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = super::super::open(&dir.path().join("db")).unwrap();
+        (dir, conn)
+    }
+
+    #[test]
+    fn users_and_keys() {
+        let (_d, conn) = db();
+        let u = add_user(&conn, "Alice@Example.com").unwrap();
+        assert!(matches!(add_user(&conn, "alice@example.com"), Err(StoreError::UserExists(_))));
+        assert!(matches!(add_user(&conn, "not an email"), Err(StoreError::Invalid(_))));
+        let (row, key) = create_key(&conn, u.id, "laptop").unwrap();
+        assert_eq!(row.lookup, key.lookup);
+        assert_eq!(row.status, "active");
+        // Only the hash is stored.
+        let stored: String = conn.query_row("SELECT group_concat(key_hash) FROM api_keys", [], |r| r.get(0)).unwrap();
+        assert!(!stored.contains(&key.plaintext[6..]));
+        assert_eq!(parse_hash(&row), Some(KeyHash::of(&key.plaintext)));
+        let row = set_key_status(&conn, row.id, "disabled").unwrap();
+        assert_eq!(row.status, "disabled");
+        assert!(matches!(set_key_status(&conn, 999, "active"), Err(StoreError::NoSuchKey(999))));
+        touch_keys(&conn, &[(row.id, 5), (row.id, 3)]).unwrap();
+        assert_eq!(key_by_id(&conn, row.id).unwrap().last_used_at, Some(5));
+        assert_eq!(list_keys(&conn, Some(u.id)).unwrap().len(), 1);
+        assert_eq!(list_keys(&conn, None).unwrap().len(), 1);
+    }
+}

@@ -1,0 +1,117 @@
+//! Durable state: one SQLite file in WAL mode, schema versioned through
+//! `PRAGMA user_version`. The request path never touches it: the gateway loads
+//! what it needs into memory at start, writes through the batched [`writer`],
+//! and notices changes made by other processes (the CLI) through
+//! `PRAGMA data_version`.
+
+pub mod accounts;
+mod migrations;
+pub mod writer;
+
+use rusqlite::Connection;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("cannot create data directory {path}: {source}")]
+    CreateDir { path: PathBuf, source: std::io::Error },
+    #[error("cannot open database {path}: {source}")]
+    Open { path: PathBuf, source: rusqlite::Error },
+    #[error("database migration to version {version} failed: {source}")]
+    Migrate { version: u32, source: rusqlite::Error },
+    #[error("database {path} has schema version {found}, newer than this binary ({supported}); upgrade codex-proxy")]
+    TooNew { path: PathBuf, found: u32, supported: u32 },
+    #[error("{context}: {source}")]
+    Sql { context: &'static str, source: rusqlite::Error },
+    #[error("user {0} already exists")]
+    UserExists(String),
+    #[error("no user with email {0}")]
+    NoSuchUser(String),
+    #[error("no API key with id {0}")]
+    NoSuchKey(i64),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Attaches a context string to rusqlite errors: `.ctx("inserting user")?`.
+pub trait SqlContext<T> {
+    fn ctx(self, context: &'static str) -> Result<T, StoreError>;
+}
+
+impl<T> SqlContext<T> for Result<T, rusqlite::Error> {
+    fn ctx(self, context: &'static str) -> Result<T, StoreError> {
+        self.map_err(|source| StoreError::Sql { context, source })
+    }
+}
+
+/// Opens (creating when missing) the database and brings its schema up to date.
+pub fn open(path: &Path) -> Result<Connection, StoreError> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir { path: dir.to_path_buf(), source })?;
+    }
+    let conn = Connection::open(path).map_err(|source| StoreError::Open { path: path.to_path_buf(), source })?;
+    let setup = || -> rusqlite::Result<()> {
+        // A CLI write and the gateway's batch writer may meet; wait instead of failing.
+        conn.busy_timeout(Duration::from_secs(10))?;
+        conn.pragma_update(None, "journal_mode", "WAL")?;
+        // NORMAL in WAL mode: a commit survives a process crash (kill -9); only
+        // an OS crash or power loss may roll back the last transactions.
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        conn.pragma_update(None, "foreign_keys", "ON")?;
+        Ok(())
+    };
+    setup().map_err(|source| StoreError::Open { path: path.to_path_buf(), source })?;
+    migrations::migrate(&conn, path)?;
+    Ok(conn)
+}
+
+/// `PRAGMA data_version`: changes whenever *another* connection commits.
+pub fn data_version(conn: &Connection) -> Result<i64, StoreError> {
+    conn.query_row("PRAGMA data_version", [], |r| r.get(0)).ctx("reading data_version")
+}
+
+/// Milliseconds since the Unix epoch, the time unit of every stored timestamp.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn open_creates_and_migrates() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("sub/db.sqlite");
+        let conn = open(&path).unwrap();
+        let v: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        assert_eq!(v, migrations::LATEST);
+        let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+        assert_eq!(mode, "wal");
+        drop(conn);
+        // Re-opening is a no-op migration.
+        open(&path).unwrap();
+    }
+
+    #[test]
+    fn refuses_a_newer_schema() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        let conn = open(&path).unwrap();
+        conn.pragma_update(None, "user_version", 999).unwrap();
+        drop(conn);
+        assert!(matches!(open(&path), Err(StoreError::TooNew { found: 999, .. })));
+    }
+
+    #[test]
+    fn data_version_sees_other_connections() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db.sqlite");
+        let a = open(&path).unwrap();
+        let b = open(&path).unwrap();
+        let before = data_version(&a).unwrap();
+        b.execute("INSERT INTO users(email, created_at) VALUES ('x@y.z', 0)", []).unwrap();
+        assert_ne!(data_version(&a).unwrap(), before);
+    }
+}

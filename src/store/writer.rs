@@ -1,0 +1,356 @@
+//! The batched background writer: the only writer of SQLite inside the gateway.
+//!
+//! Request handlers hand it [`WriteOp`]s through a bounded channel (an `await`
+//! that only waits when the disk cannot keep up: backpressure, never a dropped
+//! record). One thread commits everything that arrived within `flush_interval`
+//! in one transaction (group commit), so a `kill -9` loses at most the ops of the
+//! last interval plus the commit in progress. Between batches the thread checks
+//! `PRAGMA data_version` and calls back when another process (the CLI) changed
+//! the database, which is how CLI changes reach the gateway within a second.
+
+use super::{data_version, SqlContext, StoreError};
+use rusqlite::{params, Connection};
+use std::sync::mpsc as std_mpsc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// One request's usage, as stored.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct UsageRecord {
+    pub request_id: String,
+    pub created_at: i64,
+    pub key_id: Option<i64>,
+    pub user_id: Option<i64>,
+    pub endpoint: &'static str,
+    pub model: Option<String>,
+    pub channel: Option<String>,
+    pub input_tokens: u64,
+    pub cached_tokens: u64,
+    pub cache_write_tokens: u64,
+    pub output_tokens: u64,
+    pub reasoning_tokens: u64,
+    pub status: u16,
+    pub upstream_status: Option<u16>,
+    pub latency_ms: u64,
+    pub ttfb_ms: Option<u64>,
+    pub stream: bool,
+    pub estimated: bool,
+    pub cost: i64,
+    pub billed_to: Option<&'static str>,
+    /// JSON array of `{channel, status, error}` per upstream attempt.
+    pub attempts: Option<String>,
+    pub translation: Option<&'static str>,
+}
+
+/// A credit ledger entry (the balance of a user is the sum of their entries).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerEntry {
+    pub user_id: i64,
+    pub amount: i64,
+    /// `usage`, `plan_usage`, `topup`, `redeem`, `adjust`, `refund`.
+    pub kind: &'static str,
+    pub reason: String,
+    /// Request id, code id, admin action id: what this entry is about.
+    pub reference: String,
+    pub created_at: i64,
+}
+
+/// Something to persist.
+#[derive(Debug)]
+pub enum WriteOp {
+    Usage(Box<UsageRecord>),
+    /// A request's usage and its charge, committed together.
+    Charge(Box<UsageRecord>, LedgerEntry),
+    Ledger(LedgerEntry),
+    KeyUsed {
+        key_id: i64,
+        at: i64,
+    },
+    /// Commits everything queued before it, checks for external changes (so an
+    /// admin change written on another connection is loaded), then acknowledges.
+    Flush(std_mpsc::Sender<()>),
+}
+
+/// Cloneable handle to the writer thread.
+#[derive(Clone)]
+pub struct Writer {
+    tx: mpsc::Sender<WriteOp>,
+}
+
+/// Called with the writer's connection when another process changed the file.
+pub type OnExternalChange = Box<dyn FnMut(&Connection) + Send>;
+
+const QUEUE: usize = 65_536;
+const MAX_BATCH: usize = 4_096;
+
+/// The receiving end, turned into the writer thread by `spawn`.
+pub struct WriterTask {
+    rx: mpsc::Receiver<WriteOp>,
+}
+
+impl WriterTask {
+    /// Runs the writer thread on `conn`. Call from inside the running server
+    /// (threads do not survive daemonisation).
+    pub fn spawn(
+        self,
+        conn: Connection,
+        flush_interval: Duration,
+        on_change: OnExternalChange,
+    ) -> std::io::Result<std::thread::JoinHandle<()>> {
+        let rx = self.rx;
+        std::thread::Builder::new()
+            .name("codex-proxy-db-writer".into())
+            .spawn(move || run(conn, rx, flush_interval, on_change))
+    }
+}
+
+impl Writer {
+    /// A writer handle and the task that will serve it. Ops sent before the
+    /// task runs wait in the queue.
+    pub fn channel() -> (Writer, WriterTask) {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        (Writer { tx }, WriterTask { rx })
+    }
+
+    /// Channel + thread in one step (CLI, tests).
+    pub fn start(conn: Connection, flush_interval: Duration, on_change: OnExternalChange) -> std::io::Result<Writer> {
+        let (w, task) = Writer::channel();
+        task.spawn(conn, flush_interval, on_change)?;
+        Ok(w)
+    }
+
+    /// Queues an op; waits only when the queue is full.
+    pub async fn send(&self, op: WriteOp) {
+        if self.tx.send(op).await.is_err() {
+            log::error!("database writer is gone; a record could not be queued");
+        }
+    }
+
+    /// Queues an op from synchronous code; blocks when the queue is full. Must
+    /// not be called on an async worker thread.
+    pub fn send_blocking(&self, op: WriteOp) {
+        if self.tx.blocking_send(op).is_err() {
+            log::error!("database writer is gone; a record could not be queued");
+        }
+    }
+
+    /// Commits everything queued so far; returns false on timeout.
+    pub fn flush_blocking(&self, timeout: Duration) -> bool {
+        let (ack_tx, ack_rx) = std_mpsc::channel();
+        if self.tx.try_send(WriteOp::Flush(ack_tx)).is_err() {
+            // Full queue: hand the flush over from a helper thread so this call
+            // stays usable from any context.
+            let tx = self.tx.clone();
+            let (ack2_tx, ack2_rx) = std_mpsc::channel();
+            std::thread::spawn(move || {
+                let _ = tx.blocking_send(WriteOp::Flush(ack2_tx));
+            });
+            return ack2_rx.recv_timeout(timeout).is_ok();
+        }
+        ack_rx.recv_timeout(timeout).is_ok()
+    }
+
+    /// Async flush for tests and the admin API.
+    pub async fn flush(&self) {
+        let (ack_tx, ack_rx) = std_mpsc::channel();
+        self.send(WriteOp::Flush(ack_tx)).await;
+        let _ = tokio::task::spawn_blocking(move || ack_rx.recv_timeout(Duration::from_secs(30))).await;
+    }
+}
+
+fn run(conn: Connection, mut rx: mpsc::Receiver<WriteOp>, flush_interval: Duration, mut on_change: OnExternalChange) {
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_time().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            log::error!("database writer cannot start its timer: {e}");
+            return;
+        }
+    };
+    // Sync once at start: a change made between the gateway's initial load and
+    // this point would otherwise wait for the next one to be noticed.
+    let mut last_version = data_version(&conn).unwrap_or(0);
+    on_change(&conn);
+    let mut pending: Vec<WriteOp> = Vec::new();
+    let mut acks: Vec<std_mpsc::Sender<()>> = Vec::new();
+    loop {
+        // Wait for the first op of a batch (or a tick to poll data_version),
+        // then take whatever else is already queued.
+        let first = rt.block_on(async { tokio::time::timeout(flush_interval, rx.recv()).await });
+        let closed = matches!(first, Ok(None));
+        if let Ok(Some(op)) = first {
+            push(op, &mut pending, &mut acks);
+            while pending.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(op) => push(op, &mut pending, &mut acks),
+                    Err(_) => break,
+                }
+            }
+        }
+        if !pending.is_empty() {
+            match commit(&conn, &pending) {
+                Ok(()) => pending.clear(),
+                Err(e) => {
+                    // Keep the batch and retry: the queue applies backpressure
+                    // meanwhile, so nothing is dropped.
+                    log::error!("database batch commit failed ({} ops kept for retry): {e}", pending.len());
+                    std::thread::sleep(Duration::from_millis(200));
+                    continue;
+                }
+            }
+        }
+        for ack in acks.drain(..) {
+            let _ = ack.send(());
+        }
+        match data_version(&conn) {
+            Ok(v) if v != last_version => {
+                last_version = v;
+                on_change(&conn);
+            }
+            Ok(_) => {}
+            Err(e) => log::warn!("cannot poll database changes: {e}"),
+        }
+        if closed {
+            return;
+        }
+    }
+}
+
+fn push(op: WriteOp, pending: &mut Vec<WriteOp>, acks: &mut Vec<std_mpsc::Sender<()>>) {
+    match op {
+        WriteOp::Flush(ack) => acks.push(ack),
+        other => pending.push(other),
+    }
+}
+
+fn commit(conn: &Connection, ops: &[WriteOp]) -> Result<(), StoreError> {
+    let tx = conn.unchecked_transaction().ctx("starting batch")?;
+    let mut touched: std::collections::HashMap<i64, i64> = std::collections::HashMap::new();
+    for op in ops {
+        match op {
+            WriteOp::Usage(u) => insert_usage(&tx, u)?,
+            WriteOp::Charge(u, l) => {
+                insert_usage(&tx, u)?;
+                insert_ledger(&tx, l)?;
+            }
+            WriteOp::Ledger(l) => insert_ledger(&tx, l)?,
+            WriteOp::KeyUsed { key_id, at } => {
+                let e = touched.entry(*key_id).or_insert(*at);
+                *e = (*e).max(*at);
+            }
+            WriteOp::Flush(_) => {}
+        }
+    }
+    let stamps: Vec<(i64, i64)> = touched.into_iter().collect();
+    super::accounts::touch_keys(&tx, &stamps)?;
+    tx.commit().ctx("committing batch")
+}
+
+fn insert_usage(conn: &Connection, u: &UsageRecord) -> Result<(), StoreError> {
+    let mut stmt = conn
+        .prepare_cached(
+            "INSERT OR IGNORE INTO usage(request_id, created_at, key_id, user_id, endpoint, model, channel,
+                input_tokens, cached_tokens, cache_write_tokens, output_tokens, reasoning_tokens,
+                status, upstream_status, latency_ms, ttfb_ms, stream, estimated, cost, billed_to, attempts, translation)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)",
+        )
+        .ctx("preparing usage insert")?;
+    stmt.execute(params![
+        u.request_id,
+        u.created_at,
+        u.key_id,
+        u.user_id,
+        u.endpoint,
+        u.model,
+        u.channel,
+        u.input_tokens as i64,
+        u.cached_tokens as i64,
+        u.cache_write_tokens as i64,
+        u.output_tokens as i64,
+        u.reasoning_tokens as i64,
+        u.status,
+        u.upstream_status,
+        u.latency_ms as i64,
+        u.ttfb_ms.map(|v| v as i64),
+        u.stream,
+        u.estimated,
+        u.cost,
+        u.billed_to,
+        u.attempts,
+        u.translation,
+    ])
+    .ctx("inserting usage")?;
+    Ok(())
+}
+
+fn insert_ledger(conn: &Connection, l: &LedgerEntry) -> Result<(), StoreError> {
+    let mut stmt = conn
+        .prepare_cached(
+            "INSERT INTO ledger(user_id, amount, kind, reason, reference, origin, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, 'gateway', ?6)",
+        )
+        .ctx("preparing ledger insert")?;
+    stmt.execute(params![l.user_id, l.amount, l.kind, l.reason, l.reference, l.created_at])
+        .ctx("inserting ledger entry")?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Arc;
+
+    #[test]
+    fn batches_commit_and_flush_acknowledges() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let conn = super::super::open(&path).unwrap();
+        let w = Writer::start(conn, Duration::from_millis(50), Box::new(|_| {})).unwrap();
+        for i in 0..100 {
+            w.send_blocking(WriteOp::Usage(Box::new(UsageRecord {
+                request_id: format!("r{i}"),
+                endpoint: "chat",
+                status: 200,
+                output_tokens: i,
+                ..Default::default()
+            })));
+        }
+        assert!(w.flush_blocking(Duration::from_secs(5)));
+        let reader = super::super::open(&path).unwrap();
+        let (n, sum): (i64, i64) = reader
+            .query_row("SELECT count(*), sum(output_tokens) FROM usage", [], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap();
+        assert_eq!((n, sum), (100, 4950));
+    }
+
+    #[test]
+    fn external_changes_are_noticed() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let conn = super::super::open(&path).unwrap();
+        let seen = Arc::new(AtomicUsize::new(0));
+        let s2 = seen.clone();
+        let _w = Writer::start(
+            conn,
+            Duration::from_millis(20),
+            Box::new(move |_| {
+                s2.fetch_add(1, Ordering::SeqCst);
+            }),
+        )
+        .unwrap();
+        let wait_for = |n: usize| {
+            let deadline = std::time::Instant::now() + Duration::from_secs(2);
+            while seen.load(Ordering::SeqCst) < n && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            seen.load(Ordering::SeqCst)
+        };
+        // The initial sync, then nothing until another connection commits.
+        assert_eq!(wait_for(1), 1);
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(seen.load(Ordering::SeqCst), 1);
+        let other = super::super::open(&path).unwrap();
+        other.execute("INSERT INTO users(email, created_at) VALUES ('a@b.c', 0)", []).unwrap();
+        assert_eq!(wait_for(2), 2);
+    }
+}
