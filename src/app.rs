@@ -1,0 +1,69 @@
+//! The state every request shares: configuration, accounts, channels, the
+//! upstream connector and the background writers. Built once in `serve`.
+
+use crate::access_log::AccessLog;
+use crate::accounts::Accounts;
+use crate::channels::Channels;
+use crate::config::Config;
+use crate::store::writer::Writer;
+use pingora::connectors::http::Connector;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+pub struct App {
+    pub config: Arc<Config>,
+    pub accounts: Arc<Accounts>,
+    pub channels: Arc<Channels>,
+    pub writer: Writer,
+    pub access_log: AccessLog,
+    /// One pooled HTTP client for every upstream (a connector per request
+    /// would mean a pool per request: no reuse).
+    pub connector: Connector,
+    /// Whether the built-in fake upstream stands in for every channel.
+    pub demo: bool,
+    inflight: AtomicUsize,
+}
+
+impl App {
+    pub fn new(
+        config: Arc<Config>,
+        accounts: Arc<Accounts>,
+        channels: Arc<Channels>,
+        writer: Writer,
+        access_log: AccessLog,
+        demo: bool,
+    ) -> App {
+        App {
+            config,
+            accounts,
+            channels,
+            writer,
+            access_log,
+            connector: Connector::new(None),
+            demo,
+            inflight: AtomicUsize::new(0),
+        }
+    }
+
+    /// Requests being served right now (graceful shutdown waits for zero).
+    pub fn inflight(&self) -> usize {
+        self.inflight.load(Ordering::Acquire)
+    }
+}
+
+/// Counts a request as in flight until dropped (the request context owns it,
+/// so it is released after `logging`, on every path).
+pub struct InFlight(Arc<App>);
+
+impl InFlight {
+    pub fn new(app: &Arc<App>) -> InFlight {
+        app.inflight.fetch_add(1, Ordering::AcqRel);
+        InFlight(app.clone())
+    }
+}
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.inflight.fetch_sub(1, Ordering::AcqRel);
+    }
+}

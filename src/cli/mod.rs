@@ -1,0 +1,127 @@
+//! The command line: `serve`, `check`, `fake-upstream`, and the account
+//! commands (`users`, `keys`, …) that write SQLite directly; a running gateway
+//! notices their changes within a second (`PRAGMA data_version`).
+
+mod accounts;
+
+use crate::config::{self, Config};
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser, Debug)]
+#[command(name = "codex-proxy", version, about = "LLM API gateway on Pingora")]
+pub struct Cli {
+    /// Configuration file.
+    #[arg(short = 'c', long = "config", global = true, default_value = "conf/codex-proxy.yaml")]
+    pub config: PathBuf,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Run the gateway.
+    Serve {
+        /// Detach into the background (pid file in the data directory).
+        #[arg(short, long)]
+        daemon: bool,
+        /// Take over the listeners of a running instance (graceful upgrade:
+        /// start this, then send SIGQUIT to the old process).
+        #[arg(short, long)]
+        upgrade: bool,
+    },
+    /// Validate a configuration file and print every error with its field path.
+    Check,
+    /// Run the fake OpenAI/Anthropic upstream (demo, tests, benchmarks).
+    FakeUpstream {
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: std::net::SocketAddr,
+        /// Answer /v1/responses with 404 (a chat-only OpenAI-compatible server).
+        #[arg(long)]
+        chat_only: bool,
+        /// Require this API key.
+        #[arg(long)]
+        key: Option<String>,
+        #[arg(long, default_value_t = 2)]
+        threads: usize,
+    },
+    /// Manage users.
+    Users {
+        #[command(subcommand)]
+        command: accounts::UsersCommand,
+    },
+    /// Manage API keys.
+    Keys {
+        #[command(subcommand)]
+        command: accounts::KeysCommand,
+    },
+}
+
+fn load(path: &std::path::Path) -> Result<Config, String> {
+    config::load(path).map_err(|e| format!("{}: invalid configuration:\n{e}", path.display()))
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info"))
+        .format_timestamp_millis()
+        .init();
+    let result = match cli.command {
+        Command::Serve { daemon, upgrade } => load(&cli.config).and_then(|cfg| {
+            crate::server::serve(cfg, crate::server::ServeOptions { daemon, upgrade }).map_err(|e| e.to_string())
+        }),
+        Command::Check => match config::load(&cli.config) {
+            Ok(cfg) => {
+                println!(
+                    "{}: OK ({} listener(s), {} channel(s), {} model(s), {} plan(s))",
+                    cli.config.display(),
+                    cfg.listeners.len(),
+                    cfg.channels.len(),
+                    cfg.models.len(),
+                    cfg.plans.len()
+                );
+                Ok(())
+            }
+            Err(e) => {
+                for err in &e.0 {
+                    eprintln!("{}: {}: {}", cli.config.display(), err.path, err.message);
+                }
+                Err(format!("{} error(s)", e.0.len()))
+            }
+        },
+        Command::FakeUpstream { listen, chat_only, key, threads } => fake_upstream(listen, chat_only, key, threads),
+        Command::Users { command } => load(&cli.config).and_then(|cfg| accounts::users(&cfg, command)),
+        Command::Keys { command } => load(&cli.config).and_then(|cfg| accounts::keys(&cfg, command)),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn fake_upstream(
+    listen: std::net::SocketAddr,
+    chat_only: bool,
+    key: Option<String>,
+    threads: usize,
+) -> Result<(), String> {
+    let opts = crate::fake_upstream::FakeOptions { chat_only, expected_key: key, max_recorded: 0 };
+    let fake = crate::fake_upstream::FakeUpstream::start_on(listen, opts, threads)
+        .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
+    println!("{}", serde_json::json!({"event": "ready", "listen": fake.addr.to_string()}));
+    log::info!("fake upstream on http://{} (chat_only={chat_only})", fake.addr);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().map_err(|e| e.to_string())?;
+    rt.block_on(async {
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {}
+            _ = async { match term.as_mut() { Some(t) => { t.recv().await; } None => std::future::pending().await } } => {}
+        }
+    });
+    drop(fake);
+    Ok(())
+}

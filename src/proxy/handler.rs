@@ -1,0 +1,150 @@
+//! The request flow behind `request_filter`: route, authenticate, read and check
+//! the body, pick channels, forward. Every failure comes back as a
+//! `GatewayError` that the caller renders in the client's shape.
+
+use super::ctx::RequestCtx;
+use super::forward::{self, Outbound};
+use super::respond;
+use crate::api::body::Peek;
+use crate::api::{self, Endpoint, Protocol, RouteInput};
+use crate::app::App;
+use crate::auth;
+use crate::channels::Selection;
+use crate::error::GatewayError;
+use crate::store::writer::WriteOp;
+use bytes::{Bytes, BytesMut};
+use pingora::proxy::Session;
+use serde_json::json;
+
+/// The model `/v1/embeddings` uses when the request names none.
+pub const DEFAULT_EMBEDDING_MODEL: &str = "text-embedding-3-small";
+
+fn header<'a>(session: &'a Session, name: &str) -> Option<&'a [u8]> {
+    session.req_header().headers.get(name).map(|v| v.as_bytes())
+}
+
+pub async fn handle(app: &App, session: &mut Session, ctx: &mut RequestCtx) -> Result<(), GatewayError> {
+    let req = session.req_header();
+    let websocket = req.headers.get("upgrade").is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
+    let (shape, endpoint) = api::classify(&RouteInput {
+        method: req.method.as_str(),
+        path: req.uri.path(),
+        anthropic_version: req.headers.contains_key("anthropic-version"),
+        websocket_upgrade: websocket,
+    });
+    ctx.shape = shape;
+    let endpoint = endpoint?;
+    ctx.endpoint = Some(endpoint);
+    if endpoint == Endpoint::Health {
+        respond::json(session, ctx, &json!({"status": "ok"})).await;
+        return Ok(());
+    }
+
+    let presented = auth::credential(
+        header(session, "authorization"),
+        header(session, "x-api-key"),
+        endpoint.accepts_x_api_key(shape),
+    )?;
+    let identity = app.accounts.snapshot().authenticate(presented, ctx.received_ms)?;
+    app.writer.send(WriteOp::KeyUsed { key_id: identity.key.id, at: ctx.received_ms }).await;
+    ctx.identity = Some(identity);
+
+    match endpoint {
+        Endpoint::Models => {
+            let models: Vec<_> = app.config.models.iter().filter(|m| app.channels.serves_model(&m.id)).collect();
+            respond::json(session, ctx, &api::models::render(&models, shape, app.demo)).await;
+            Ok(())
+        }
+        Endpoint::Account | Endpoint::BillingSubscription | Endpoint::BillingUsage | Endpoint::Redeem => {
+            Err(GatewayError::RouteNotFound(session.req_header().uri.path().to_string()))
+        }
+        Endpoint::Health => Ok(()),
+        _ => llm(app, session, ctx, endpoint).await,
+    }
+}
+
+/// Reads the whole request body, refusing more than `limit` bytes.
+async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, GatewayError> {
+    let declared = header(session, "content-length")
+        .and_then(|v| std::str::from_utf8(v).ok())
+        .and_then(|v| v.trim().parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(GatewayError::BodyTooLarge { limit });
+    }
+    if header(session, "expect").is_some_and(|v| v.eq_ignore_ascii_case(b"100-continue")) {
+        let _ = session.as_downstream_mut().write_continue_response().await;
+    }
+    let mut buf = BytesMut::with_capacity(declared.unwrap_or(16 << 10).min(limit));
+    loop {
+        match session.read_request_body().await {
+            Ok(Some(chunk)) => {
+                if buf.len() + chunk.len() > limit {
+                    return Err(GatewayError::BodyTooLarge { limit });
+                }
+                buf.extend_from_slice(&chunk);
+            }
+            Ok(None) => return Ok(buf.freeze()),
+            Err(e) => return Err(GatewayError::InvalidJson(format!("could not read the request body: {e}"))),
+        }
+    }
+}
+
+/// The fields each API requires before anything goes upstream.
+fn check_required(endpoint: Endpoint, peek: &Peek) -> Result<(), GatewayError> {
+    let missing = match endpoint {
+        Endpoint::ChatCompletions if peek.messages.is_none() => Some("messages"),
+        Endpoint::Messages if peek.messages.is_none() => Some("messages"),
+        Endpoint::Messages if peek.max_tokens.is_none() => Some("max_tokens"),
+        Endpoint::CountTokens if peek.messages.is_none() => Some("messages"),
+        Endpoint::Embeddings if peek.input.is_none() => Some("input"),
+        Endpoint::Responses | Endpoint::ResponsesCompact
+            if peek.input.is_none() && peek.previous_response_id.is_none() =>
+        {
+            Some("input")
+        }
+        _ => None,
+    };
+    missing.map_or(Ok(()), |f| Err(GatewayError::MissingField(f)))
+}
+
+async fn llm(app: &App, session: &mut Session, ctx: &mut RequestCtx, endpoint: Endpoint) -> Result<(), GatewayError> {
+    let protocol = endpoint.protocol().ok_or_else(|| GatewayError::Internal("endpoint without protocol".into()))?;
+    let body = read_body(session, app.config.max_body_bytes).await?;
+    let peek = Peek::parse(&body)?;
+    let streams = matches!(protocol, Protocol::Chat | Protocol::Responses | Protocol::Messages);
+    let stream = streams && peek.stream()?;
+    ctx.stream = stream;
+    let model = match peek.model()? {
+        Some(m) => m.to_string(),
+        None if endpoint == Endpoint::Embeddings => DEFAULT_EMBEDDING_MODEL.to_string(),
+        None => return Err(GatewayError::MissingField("model")),
+    };
+    ctx.model = Some(model.clone());
+    check_required(endpoint, &peek)?;
+    if app.config.model(&model).is_none() {
+        return Err(GatewayError::UnknownModel(model));
+    }
+    let candidates = app.channels.serving(&model, protocol);
+    if candidates.is_empty() {
+        let detail = if app.channels.serves_model(&model) {
+            format!(
+                ": it is served only by channels that speak another API than {} (translation between APIs is not enabled)",
+                protocol.as_str()
+            )
+        } else {
+            String::new()
+        };
+        return Err(GatewayError::NoChannel { model, detail });
+    }
+    let out = Outbound {
+        endpoint,
+        protocol,
+        model,
+        body,
+        // Chat streams only report usage when asked; ask for it, and hide the
+        // extra chunk from clients that did not.
+        add_include_usage: protocol == Protocol::Chat && stream,
+        client_wants_usage: peek.include_usage(),
+    };
+    forward::run(app, session, ctx, out, Selection::new(candidates)).await
+}

@@ -1,0 +1,57 @@
+//! The Pingora `ProxyHttp` implementation: a thin dispatcher. `request_filter`
+//! runs the whole request (see `handler`) and always answers itself;
+//! `logging` settles usage and writes the access log.
+
+pub mod ctx;
+mod forward;
+mod handler;
+mod respond;
+mod settle;
+
+use crate::app::{App, InFlight};
+use async_trait::async_trait;
+use ctx::RequestCtx;
+use pingora::prelude::*;
+use pingora::proxy::{ProxyHttp, Session};
+use std::sync::Arc;
+
+pub use handler::DEFAULT_EMBEDDING_MODEL;
+
+pub struct Gateway {
+    app: Arc<App>,
+}
+
+impl Gateway {
+    pub fn new(app: Arc<App>) -> Gateway {
+        Gateway { app }
+    }
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        let mut ctx = RequestCtx::new();
+        ctx.inflight = Some(InFlight::new(&self.app));
+        ctx
+    }
+
+    /// Answers every request itself (`Ok(true)`): forwarding happens inside, through
+    /// the shared connector, so Pingora's own proxy phase never runs.
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        if let Err(e) = handler::handle(&self.app, session, ctx).await {
+            respond::error(session, ctx, &e).await;
+        }
+        Ok(true)
+    }
+
+    /// Never reached: `request_filter` always answers.
+    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+        Error::e_explain(InternalError, "codex-proxy forwards from request_filter; upstream_peer is unused")
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&pingora::Error>, ctx: &mut RequestCtx) {
+        settle::settle(&self.app, session, ctx).await;
+    }
+}

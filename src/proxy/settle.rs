@@ -1,0 +1,105 @@
+//! What `logging` does once per request: the usage record (through the batched
+//! writer) and the access-log line. Runs on every path, rejected requests
+//! included.
+
+use super::ctx::RequestCtx;
+use crate::access_log::{timestamp, AccessLine, Tokens};
+use crate::app::App;
+use crate::config::units::format_credits;
+use crate::store::writer::{UsageRecord, WriteOp};
+use pingora::proxy::Session;
+
+fn endpoint_name(ctx: &RequestCtx) -> &'static str {
+    use crate::api::Endpoint::*;
+    match ctx.endpoint {
+        Some(ChatCompletions) => "chat",
+        Some(Responses) => "responses",
+        Some(ResponsesCompact) => "responses_compact",
+        Some(Embeddings) => "embeddings",
+        Some(Messages) => "messages",
+        Some(CountTokens) => "count_tokens",
+        Some(Models) => "models",
+        Some(Account) => "account",
+        Some(BillingSubscription) => "billing_subscription",
+        Some(BillingUsage) => "billing_usage",
+        Some(Redeem) => "redeem",
+        Some(Health) => "health",
+        None => "unknown",
+    }
+}
+
+pub async fn settle(app: &App, session: &Session, ctx: &mut RequestCtx) {
+    let total_ms = ctx.started.elapsed().as_millis() as u64;
+    if ctx.status == 0 {
+        ctx.status = session.response_written().map(|r| r.status.as_u16()).unwrap_or(0);
+    }
+    let usage = ctx.usage.unwrap_or_default();
+    let cost = ctx.model.as_deref().and_then(|m| app.config.model(m)).map(|m| usage.cost(&m.price)).unwrap_or(0);
+    // A usage record exists for every request that reached an upstream.
+    let forwarded = ctx.channel.is_some() || !ctx.attempts.is_empty();
+    let tokens = ctx.usage.map(|u| Tokens {
+        input: u.input,
+        cached: u.cache_read,
+        cache_write: u.cache_write,
+        output: u.output,
+        reasoning: u.reasoning,
+    });
+    let attempts_json = (!ctx.attempts.is_empty()).then(|| serde_json::to_string(&ctx.attempts).unwrap_or_default());
+
+    if forwarded {
+        let record = UsageRecord {
+            request_id: ctx.request_id.clone(),
+            created_at: ctx.received_ms,
+            key_id: ctx.identity.as_ref().map(|i| i.key.id),
+            user_id: ctx.identity.as_ref().map(|i| i.user.id),
+            endpoint: endpoint_name(ctx),
+            model: ctx.model.clone(),
+            channel: ctx.channel.clone(),
+            input_tokens: usage.input,
+            cached_tokens: usage.cache_read,
+            cache_write_tokens: usage.cache_write,
+            output_tokens: usage.output,
+            reasoning_tokens: usage.reasoning,
+            status: ctx.status,
+            upstream_status: ctx.upstream_status,
+            latency_ms: total_ms,
+            ttfb_ms: ctx.ttfb.map(|d| d.as_millis() as u64),
+            stream: ctx.stream,
+            estimated: ctx.estimated,
+            cost,
+            billed_to: None,
+            attempts: attempts_json,
+            translation: ctx.translation,
+        };
+        app.writer.send(WriteOp::Usage(Box::new(record))).await;
+    }
+
+    let req = session.req_header();
+    let line = AccessLine {
+        time: timestamp(ctx.received_ms),
+        request_id: ctx.request_id.clone(),
+        client_ip: session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip().to_string()),
+        key_prefix: ctx.identity.as_ref().map(|i| i.key.prefix()),
+        user: ctx.identity.as_ref().map(|i| i.user.email.clone()),
+        method: req.method.to_string(),
+        path: req.uri.path().to_string(),
+        model: ctx.model.clone(),
+        channel: ctx.channel.clone(),
+        status: ctx.status,
+        upstream_status: ctx.upstream_status,
+        stream: ctx.stream,
+        tokens,
+        estimated: ctx.estimated,
+        cost: forwarded.then(|| format_credits(cost)),
+        billed_to: None,
+        ttfb_ms: ctx.ttfb.map(|d| d.as_millis() as u64),
+        total_ms,
+        bytes_in: session.body_bytes_read() as u64,
+        bytes_out: session.body_bytes_sent() as u64,
+        error: ctx.error_kind,
+        error_detail: ctx.error_detail.clone(),
+        attempts: std::mem::take(&mut ctx.attempts),
+        translation: ctx.translation,
+    };
+    app.access_log.write(&line).await;
+}

@@ -1,0 +1,231 @@
+//! `codex-proxy serve`: builds the state, wires the Pingora services (proxy,
+//! background writers, resolver, demo upstream) and runs until a signal.
+
+use crate::access_log::AccessLog;
+use crate::accounts::{Accounts, Directory};
+use crate::app::App;
+use crate::channels::{Channels, Resolver};
+use crate::config::{Config, DemoMode};
+use crate::listen::{self, Bound};
+use crate::proxy::Gateway;
+use crate::shutdown::{self, LogReopener, Signals};
+use crate::store::{self, writer::Writer};
+use async_trait::async_trait;
+use parking_lot::Mutex;
+use pingora::server::configuration::{Opt, ServerConf};
+use pingora::server::{RunArgs, Server, ShutdownWatch};
+use pingora::services::background::{background_service, BackgroundService};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error("cannot bind {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("cannot open the access log {path}: {source}")]
+    AccessLog { path: String, source: std::io::Error },
+    #[error("TLS listener {addr}: {message}")]
+    Tls { addr: SocketAddr, message: String },
+}
+
+/// Command-line switches of `serve`.
+#[derive(Debug, Default, Clone)]
+pub struct ServeOptions {
+    pub daemon: bool,
+    pub upgrade: bool,
+}
+
+/// Whether the demo upstream stands in, given the conf.
+pub fn demo_active(cfg: &Config) -> bool {
+    match cfg.demo {
+        DemoMode::Always => true,
+        DemoMode::Never => false,
+        DemoMode::Auto => cfg.channels.iter().all(|c| c.api_key.is_empty()),
+    }
+}
+
+pub fn serve(cfg: Config, opts: ServeOptions) -> Result<(), ServeError> {
+    let cfg = Arc::new(cfg);
+    let conn = store::open(&cfg.database)?;
+    let accounts = Arc::new(Accounts::new(Directory::load(&conn)?));
+    drop(conn);
+
+    let demo = demo_active(&cfg);
+    let demo_listener = if demo {
+        let addr: SocketAddr = "127.0.0.1:0".parse().expect("loopback");
+        let l = std::net::TcpListener::bind(addr).map_err(|source| ServeError::Bind { addr, source })?;
+        let a = l.local_addr().map_err(|source| ServeError::Bind { addr, source })?;
+        log::warn!("==================================================================");
+        log::warn!("DEMO MODE: no upstream API key is configured (OPENAI_API_KEY,");
+        log::warn!("ANTHROPIC_API_KEY). Every answer comes from the built-in fake");
+        log::warn!("upstream on {a}. Set a key to reach a real provider.");
+        log::warn!("==================================================================");
+        Some((l, a))
+    } else {
+        for ch in cfg.channels.iter().filter(|c| c.api_key.is_empty() && c.enabled) {
+            log::warn!("channel {} has no API key and takes no traffic", ch.name);
+        }
+        None
+    };
+    let channels = Arc::new(Channels::build(&cfg, demo_listener.as_ref().map(|(_, a)| *a)));
+    Resolver::resolve_all(&channels);
+
+    let (writer, writer_task) = Writer::channel();
+    let (access_log, log_task) = match &cfg.access_log {
+        Some(path) => {
+            let (log, task) = AccessLog::new(path);
+            task.check().map_err(|source| ServeError::AccessLog { path: path.display().to_string(), source })?;
+            (log, Some(task))
+        }
+        None => (AccessLog::disabled(), None),
+    };
+    let app = Arc::new(App::new(cfg.clone(), accounts.clone(), channels.clone(), writer, access_log, demo));
+
+    let conf = ServerConf {
+        threads: cfg.threads,
+        // Pingora's own grace sleep is only a backstop: `Signals` exits as soon
+        // as the last request is done.
+        grace_period_seconds: Some(cfg.grace_period.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(1),
+        pid_file: cfg.data_dir.join("codex-proxy.pid").display().to_string(),
+        upgrade_sock: cfg.data_dir.join("codex-proxy-upgrade.sock").display().to_string(),
+        daemon: opts.daemon,
+        ..Default::default()
+    };
+    let opt = Opt { upgrade: opts.upgrade, daemon: opts.daemon, ..Default::default() };
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
+
+    // The proxy service and its listeners.
+    let mut proxy =
+        pingora::proxy::http_proxy_service_with_name(&server.configuration, Gateway::new(app.clone()), "codex-proxy");
+    let mut bound = Vec::new();
+    for l in &cfg.listeners {
+        let b = Bound::reserve(l.address).map_err(|source| ServeError::Bind { addr: l.address, source })?;
+        let addr = b.addr.to_string();
+        match &l.tls {
+            Some(tls) => {
+                let mut settings = pingora::listeners::tls::TlsSettings::intermediate(
+                    &tls.cert.display().to_string(),
+                    &tls.key.display().to_string(),
+                )
+                .map_err(|e| ServeError::Tls { addr: l.address, message: e.to_string() })?;
+                settings.enable_h2();
+                proxy.add_tls_with_settings(&addr, b.socket_options(), settings);
+            }
+            None => match b.socket_options() {
+                Some(o) => proxy.add_tcp_with_settings(&addr, o),
+                None => proxy.add_tcp(&addr),
+            },
+        }
+        bound.push(b);
+    }
+    server.add_service(proxy);
+
+    // Background work. Threads start inside services: they would not survive
+    // daemonisation if started here.
+    let db_path = cfg.database.clone();
+    let flush_interval = cfg.flush_interval;
+    let accounts_for_reload = accounts.clone();
+    server.add_service(background_service(
+        "db-writer",
+        OnStart::new(move || {
+            let conn = store::open(&db_path).map_err(|e| e.to_string())?;
+            writer_task
+                .spawn(conn, flush_interval, Box::new(move |c| accounts_for_reload.reload(c)))
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }),
+    ));
+    if let Some(task) = log_task {
+        server.add_service(background_service(
+            "access-log",
+            OnStart::new(move || task.spawn().map(|_| ()).map_err(|e| e.to_string())),
+        ));
+    }
+    server.add_service(background_service("resolver", Resolver::new(channels.clone(), Duration::from_secs(60))));
+    server.add_service(background_service("log-reopen", LogReopener(app.clone())));
+    if let Some((listener, _)) = demo_listener {
+        server.add_service(background_service("demo-upstream", DemoUpstream(Mutex::new(Some(listener)))));
+    }
+    let addrs: Vec<SocketAddr> = bound.iter().map(|b| b.addr).collect();
+    server.add_service(background_service("ready", Ready { addrs, demo, placeholders: Mutex::new(bound) }));
+
+    server.bootstrap();
+    server.run(RunArgs { shutdown_signal: Box::new(Signals { app: app.clone(), grace: cfg.grace_period }) });
+    shutdown::flush(&app);
+    Ok(())
+}
+
+/// Runs a closure once when the server starts (after any daemon fork).
+struct OnStart<F>(Mutex<Option<F>>);
+
+impl<F> OnStart<F> {
+    fn new(f: F) -> Self {
+        OnStart(Mutex::new(Some(f)))
+    }
+}
+
+#[async_trait]
+impl<F> BackgroundService for OnStart<F>
+where
+    F: FnOnce() -> Result<(), String> + Send + Sync + 'static,
+{
+    async fn start(&self, _shutdown: ShutdownWatch) {
+        let f = self.0.lock().take();
+        if let Some(f) = f {
+            if let Err(e) = f() {
+                log::error!("background task failed to start: {e}; exiting");
+                std::process::exit(1);
+            }
+        }
+    }
+}
+
+/// The built-in fake upstream of demo mode.
+struct DemoUpstream(Mutex<Option<std::net::TcpListener>>);
+
+#[async_trait]
+impl BackgroundService for DemoUpstream {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let Some(listener) = self.0.lock().take() else { return };
+        let state = crate::fake_upstream::FakeState::new(Default::default());
+        if let Err(e) = crate::fake_upstream::serve(listener, state, async move {
+            let _ = shutdown.changed().await;
+        })
+        .await
+        {
+            log::error!("demo upstream stopped: {e}");
+        }
+    }
+}
+
+/// Announces readiness once every listener accepts connections: one JSON line
+/// on stdout (`{"event":"ready","listen":[...]}`) that scripts and tests read.
+struct Ready {
+    addrs: Vec<SocketAddr>,
+    demo: bool,
+    placeholders: Mutex<Vec<Bound>>,
+}
+
+#[async_trait]
+impl BackgroundService for Ready {
+    async fn start(&self, _shutdown: ShutdownWatch) {
+        for addr in &self.addrs {
+            if !listen::wait_listening(*addr, Duration::from_secs(30)).await {
+                log::error!("listener {addr} did not come up within 30s");
+            }
+        }
+        // Pingora holds the ports now; the placeholders can go.
+        self.placeholders.lock().clear();
+        let line = serde_json::json!({
+            "event": "ready",
+            "listen": self.addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+            "demo": self.demo,
+        });
+        log::info!("codex-proxy ready on {:?}{}", self.addrs, if self.demo { " (DEMO MODE)" } else { "" });
+        println!("{line}");
+    }
+}

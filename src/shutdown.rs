@@ -1,0 +1,83 @@
+//! Signals. SIGTERM and SIGINT both shut down gracefully: listeners close, the
+//! requests in flight finish (for at most the configured grace period), pending
+//! database and log writes are flushed, and the process exits — as soon as the
+//! last request is done, not after Pingora's fixed grace sleep. SIGQUIT is
+//! Pingora's graceful upgrade; SIGUSR1 reopens the access log.
+
+use crate::app::App;
+use async_trait::async_trait;
+use pingora::server::{ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
+use pingora::services::background::BackgroundService;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::signal::unix::{signal, SignalKind};
+
+/// Flushes the writers; used on every exit path.
+pub fn flush(app: &App) {
+    if !app.writer.flush_blocking(Duration::from_secs(10)) {
+        log::error!("database writer did not flush within 10s");
+    }
+    if !app.access_log.flush_blocking(Duration::from_secs(5)) {
+        log::error!("access log did not flush within 5s");
+    }
+}
+
+pub struct Signals {
+    pub app: Arc<App>,
+    pub grace: Duration,
+}
+
+#[async_trait]
+impl ShutdownSignalWatch for Signals {
+    async fn recv(&self) -> ShutdownSignal {
+        let (Ok(mut term), Ok(mut int), Ok(mut quit)) =
+            (signal(SignalKind::terminate()), signal(SignalKind::interrupt()), signal(SignalKind::quit()))
+        else {
+            log::error!("cannot install signal handlers; shutting down");
+            return ShutdownSignal::FastShutdown;
+        };
+        let name = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+            _ = quit.recv() => return ShutdownSignal::GracefulUpgrade,
+        };
+        let app = self.app.clone();
+        let grace = self.grace;
+        log::info!("{name}: draining {} request(s) for at most {grace:?}", app.inflight());
+        std::thread::spawn(move || {
+            let deadline = Instant::now() + grace;
+            while app.inflight() > 0 && Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            if app.inflight() > 0 {
+                log::warn!("grace period over with {} request(s) still running", app.inflight());
+            }
+            flush(&app);
+            log::info!("shutdown complete");
+            std::process::exit(0);
+        });
+        ShutdownSignal::GracefulTerminate
+    }
+}
+
+/// Reopens the access log on SIGUSR1 (logrotate's `postrotate`).
+pub struct LogReopener(pub Arc<App>);
+
+#[async_trait]
+impl BackgroundService for LogReopener {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let Ok(mut usr1) = signal(SignalKind::user_defined1()) else {
+            log::error!("cannot listen for SIGUSR1; the access log will not reopen on rotation");
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = usr1.recv() => {
+                    log::info!("SIGUSR1: reopening the access log");
+                    self.0.access_log.reopen();
+                }
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
