@@ -1,0 +1,43 @@
+# Shared set-up for scripts/*: installs what a fresh machine lacks.
+# Sourced, not executed.
+
+# Runs a command as root (directly, or through sudo when available).
+as_root() {
+  if [ "$(id -u)" = 0 ]; then "$@"; elif command -v sudo >/dev/null; then sudo "$@"; else
+    echo "need root to run: $*" >&2; return 1; fi
+}
+
+# Debian packages, installed only when the command is missing.
+ensure_pkg() { # ensure_pkg COMMAND PACKAGE
+  command -v "$1" >/dev/null 2>&1 && return 0
+  echo "== installing $2 (for $1)" >&2
+  if [ -z "${_apt_updated:-}" ]; then as_root apt-get update -qq; _apt_updated=1; fi
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "$2" >/dev/null
+}
+
+ensure_build_deps() {
+  # Pingora's build needs cmake (libz-ng-sys) and a C compiler.
+  ensure_pkg cmake cmake
+  ensure_pkg cc gcc
+  if ! command -v cargo >/dev/null 2>&1; then
+    if [ -x "$HOME/.cargo/bin/cargo" ]; then export PATH="$HOME/.cargo/bin:$PATH"; else
+      echo "== installing Rust (rustup)" >&2
+      curl -sSf https://sh.rustup.rs | sh -s -- -y --profile minimal -c rustfmt,clippy
+      export PATH="$HOME/.cargo/bin:$PATH"
+    fi
+  fi
+}
+
+# A Python venv in .venv with the SDKs the tests use.
+ensure_venv() {
+  local venv="${VENV:-$PWD/.venv}"
+  if [ ! -x "$venv/bin/python" ]; then
+    ensure_pkg python3 python3
+    python3 -m venv "$venv" 2>/dev/null || { ensure_pkg false python3-venv; python3 -m venv "$venv"; }
+  fi
+  if ! "$venv/bin/python" -c 'import openai, anthropic, pytest' 2>/dev/null; then
+    echo "== installing openai, anthropic, pytest into $venv" >&2
+    "$venv/bin/pip" install -q --disable-pip-version-check openai anthropic pytest
+  fi
+  VENV_PY="$venv/bin/python"
+}

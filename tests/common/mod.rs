@@ -1,0 +1,286 @@
+//! Black-box harness: the real `codex-proxy` binary on `127.0.0.1:0`, a temporary
+//! data directory, and the in-process scriptable fake upstream.
+
+#![allow(dead_code)]
+
+use codex_proxy::fake_upstream::{FakeOptions, FakeUpstream};
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_codex-proxy");
+
+/// Models and prices (credits per 1M tokens) every test config declares.
+pub const MODELS: &str = r#"
+models:
+  - {id: gpt-4o-mini, owned_by: openai, price: {input: 0.15, cached_input: 0.075, output: 0.60}}
+  - {id: gpt-4o, owned_by: openai, price: {input: 2.5, cached_input: 1.25, output: 10}}
+  - {id: gpt-5.1-codex, owned_by: openai, price: {input: 1.25, cached_input: 0.125, output: 10}}
+  - {id: text-embedding-3-small, owned_by: openai, price: {input: 0.02, output: 0}}
+  - {id: claude-sonnet-4-6, display_name: Claude Sonnet 4.6, owned_by: anthropic, price: {input: 3, cached_input: 0.3, cache_write: 3.75, output: 15}}
+  - {id: claude-haiku-4-5, display_name: Claude Haiku 4.5, owned_by: anthropic, price: {input: 1, cached_input: 0.1, cache_write: 1.25, output: 5}}
+"#;
+
+/// A gateway conf with one OpenAI channel and one Anthropic channel on `fake`.
+pub fn conf(fake: &FakeUpstream) -> String {
+    format!(
+        r#"
+server:
+  listen: ["127.0.0.1:0"]
+  threads: 2
+  grace_period: 5s
+storage:
+  flush_interval: 20ms
+admin:
+  listen: "off"
+demo_upstream: never
+{MODELS}
+channels:
+  - name: oa
+    kind: openai
+    base_url: {url}/v1
+    api_key: sk-test-openai
+    models: [gpt-4o-mini, {{name: gpt-4o, upstream: gpt-4o-2024-08-06}}, gpt-5.1-codex, text-embedding-3-small]
+  - name: an
+    kind: anthropic
+    base_url: {url}
+    api_key: sk-ant-test
+    models: [claude-sonnet-4-6]
+"#,
+        url = fake.url()
+    )
+}
+
+pub fn fake() -> FakeUpstream {
+    FakeUpstream::start(FakeOptions::default()).expect("fake upstream")
+}
+
+pub struct Gateway {
+    child: Option<Child>,
+    pub addr: SocketAddr,
+    pub dir: tempfile::TempDir,
+    pub conf: PathBuf,
+    pub stderr: PathBuf,
+}
+
+impl Gateway {
+    /// Starts the binary on `yaml` (storage.data_dir is set to a temp dir).
+    pub fn start(yaml: &str) -> Gateway {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Self::start_in(dir, yaml, &[])
+    }
+
+    /// Starts with users created (and their keys returned) before serving.
+    pub fn start_with_keys(yaml: &str, emails: &[&str]) -> (Gateway, Vec<String>) {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let conf = write_conf(dir.path(), yaml);
+        let keys = emails.iter().map(|e| create_key(&conf, e)).collect();
+        (Self::start_in(dir, yaml, &[]), keys)
+    }
+
+    pub fn start_in(dir: tempfile::TempDir, yaml: &str, env: &[(&str, &str)]) -> Gateway {
+        let conf = write_conf(dir.path(), yaml);
+        let stderr = dir.path().join("stderr.log");
+        let mut cmd = Command::new(BIN);
+        cmd.args(["serve", "-c"])
+            .arg(&conf)
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&stderr).expect("stderr file"));
+        cmd.env("RUST_LOG", "info");
+        for (k, v) in env {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().expect("spawn codex-proxy");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(v) = serde_json::from_str::<Value>(&line) {
+                    if v["event"] == "ready" {
+                        let _ = tx.send(v);
+                    }
+                }
+            }
+        });
+        let ready = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(v) => v,
+            Err(_) => {
+                let _ = child.kill();
+                panic!("gateway did not start:\n{}", std::fs::read_to_string(&stderr).unwrap_or_default());
+            }
+        };
+        let addr = ready["listen"][0].as_str().expect("listen address").parse().expect("socket address");
+        Gateway { child: Some(child), addr, dir, conf, stderr }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    pub fn data_dir(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    /// Runs a CLI subcommand against this gateway's conf.
+    pub fn cli(&self, args: &[&str]) -> Output {
+        cli(&self.conf, args)
+    }
+
+    pub fn create_key(&self, email: &str) -> String {
+        create_key(&self.conf, email)
+    }
+
+    pub fn db(&self) -> rusqlite::Connection {
+        rusqlite::Connection::open(self.data_dir().join("codex-proxy.db")).expect("open db")
+    }
+
+    /// Waits until `sql` (a count query) returns at least `n`.
+    pub fn wait_count(&self, sql: &str, n: i64) -> i64 {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let got: i64 = self.db().query_row(sql, [], |r| r.get(0)).unwrap_or(0);
+            if got >= n || Instant::now() > deadline {
+                return got;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The access log's lines, waiting until at least `n` are there.
+    pub fn access_log(&self, n: usize) -> Vec<Value> {
+        let path = self.data_dir().join("access.log");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let lines: Vec<Value> = std::fs::read_to_string(&path)
+                .unwrap_or_default()
+                .lines()
+                .filter_map(|l| serde_json::from_str(l).ok())
+                .collect();
+            if lines.len() >= n || Instant::now() > deadline {
+                return lines;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map(|c| c.id()).unwrap_or(0)
+    }
+
+    pub fn signal(&self, sig: i32) {
+        unsafe {
+            libc::kill(self.pid() as i32, sig);
+        }
+    }
+
+    /// Sends SIGTERM and waits for exit (bounded); returns the exit status.
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        unsafe {
+            libc::kill(child.id() as i32, libc::SIGTERM);
+        }
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Ok(Some(st)) = child.try_wait() {
+                return Some(st);
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                return child.wait().ok();
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    /// SIGKILL, no flush.
+    pub fn kill9(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn stderr_text(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+pub fn write_conf(dir: &Path, yaml: &str) -> PathBuf {
+    let data = dir.join("data");
+    let full = if yaml.contains("storage:") {
+        yaml.replacen("storage:", &format!("storage:\n  data_dir: {}", data.display()), 1)
+    } else {
+        format!("{yaml}\nstorage:\n  data_dir: {}\n", data.display())
+    };
+    let path = dir.join("codex-proxy.yaml");
+    std::fs::write(&path, full).expect("write conf");
+    path
+}
+
+pub fn cli(conf: &Path, args: &[&str]) -> Output {
+    Command::new(BIN).args(args).arg("-c").arg(conf).output().expect("run cli")
+}
+
+/// Creates the user if needed and a key; returns the plaintext key.
+pub fn create_key(conf: &Path, email: &str) -> String {
+    let _ = cli(conf, &["users", "add", email]);
+    let out = cli(conf, &["keys", "create", email]);
+    assert!(out.status.success(), "keys create failed: {}", String::from_utf8_lossy(&out.stderr));
+    let stdout = String::from_utf8(out.stdout).expect("utf8");
+    stdout.lines().last().expect("key line").trim().to_string()
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder().timeout(Duration::from_secs(60)).build().expect("client")
+}
+
+/// POSTs JSON with a bearer key; returns status, headers and body text.
+pub async fn post(gw: &Gateway, path: &str, key: &str, body: &Value) -> (u16, reqwest::header::HeaderMap, String) {
+    let r = client().post(gw.url(path)).bearer_auth(key).json(body).send().await.expect("request");
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    (status, headers, r.text().await.expect("body"))
+}
+
+pub async fn get(gw: &Gateway, path: &str, key: &str) -> (u16, reqwest::header::HeaderMap, String) {
+    let r = client().get(gw.url(path)).bearer_auth(key).send().await.expect("request");
+    let status = r.status().as_u16();
+    let headers = r.headers().clone();
+    (status, headers, r.text().await.expect("body"))
+}
+
+pub fn json(s: &str) -> Value {
+    serde_json::from_str(s).unwrap_or_else(|e| panic!("not JSON ({e}): {s}"))
+}
+
+/// Parses an SSE body into (event name, data) pairs.
+pub fn sse_events(body: &str) -> Vec<(Option<String>, String)> {
+    body.split("\n\n")
+        .filter(|e| !e.trim().is_empty())
+        .map(|e| {
+            let mut name = None;
+            let mut data = Vec::new();
+            for line in e.lines() {
+                if let Some(n) = line.strip_prefix("event: ") {
+                    name = Some(n.to_string());
+                } else if let Some(d) = line.strip_prefix("data: ") {
+                    data.push(d);
+                }
+            }
+            (name, data.join("\n"))
+        })
+        .collect()
+}
