@@ -220,7 +220,9 @@ impl Drop for Gateway {
 
 pub fn write_conf(dir: &Path, yaml: &str) -> PathBuf {
     let data = dir.join("data");
-    let full = if yaml.contains("storage:") {
+    let full = if yaml.contains("data_dir:") {
+        yaml.to_string()
+    } else if yaml.contains("storage:") {
         yaml.replacen("storage:", &format!("storage:\n  data_dir: {}", data.display()), 1)
     } else {
         format!("{yaml}\nstorage:\n  data_dir: {}\n", data.display())
