@@ -3,7 +3,10 @@
 //! per request, no lock). Loaded from SQLite at start and again whenever the
 //! database changes under the gateway (CLI, admin API).
 
+pub mod ops;
+
 use crate::auth::{self, KeyHash};
+use crate::config::{Config, PlanConfig};
 use crate::error::GatewayError;
 use crate::store::{self, StoreError};
 use arc_swap::ArcSwap;
@@ -34,6 +37,24 @@ pub struct UserEntry {
     pub id: i64,
     pub email: String,
     pub banned: bool,
+    pub subscription: Option<Subscription>,
+}
+
+/// A user's latest subscription (possibly expired by now).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Subscription {
+    pub plan_id: String,
+    pub starts_at: i64,
+    pub expires_at: i64,
+}
+
+impl UserEntry {
+    /// The user's plan when a subscription is running at `now` and its plan is
+    /// still offered in the configuration.
+    pub fn active_plan<'c>(&self, cfg: &'c Config, now: i64) -> Option<(&Subscription, &'c PlanConfig)> {
+        let sub = self.subscription.as_ref().filter(|s| s.starts_at <= now && now < s.expires_at)?;
+        cfg.plan(&sub.plan_id).map(|p| (sub, p))
+    }
 }
 
 /// One consistent view of keys and users.
@@ -52,9 +73,21 @@ pub struct Identity {
 
 impl Directory {
     pub fn load(conn: &Connection) -> Result<Directory, StoreError> {
+        let mut subs: HashMap<i64, Subscription> = store::billing::active_subscriptions(conn)?
+            .into_iter()
+            .map(|s| (s.user_id, Subscription { plan_id: s.plan_id, starts_at: s.starts_at, expires_at: s.expires_at }))
+            .collect();
         let users = store::accounts::list_users(conn)?
             .into_iter()
-            .map(|u| (u.id, Arc::new(UserEntry { id: u.id, email: u.email, banned: u.status == "banned" })))
+            .map(|u| {
+                let entry = UserEntry {
+                    id: u.id,
+                    email: u.email,
+                    banned: u.status == "banned",
+                    subscription: subs.remove(&u.id),
+                };
+                (u.id, Arc::new(entry))
+            })
             .collect();
         let mut keys = HashMap::new();
         for k in store::accounts::list_keys(conn, None)? {
@@ -85,6 +118,10 @@ impl Directory {
 
     pub fn users(&self) -> impl Iterator<Item = &Arc<UserEntry>> {
         self.users.values()
+    }
+
+    pub fn user_by_email(&self, email: &str) -> Option<&Arc<UserEntry>> {
+        self.users.values().find(|u| u.email.eq_ignore_ascii_case(email))
     }
 
     /// Authenticates a presented key. Each failure names its cause (the 401

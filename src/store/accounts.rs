@@ -84,6 +84,12 @@ pub fn list_users(conn: &Connection) -> Result<Vec<UserRow>, StoreError> {
     rows.collect::<Result<_, _>>().ctx("listing users")
 }
 
+pub fn set_password(conn: &Connection, user_id: i64, hash: &str) -> Result<(), StoreError> {
+    conn.execute("UPDATE users SET password_hash = ?1 WHERE id = ?2", params![hash, user_id])
+        .ctx("setting password")?;
+    Ok(())
+}
+
 pub fn set_user_status(conn: &Connection, user_id: i64, status: &str) -> Result<(), StoreError> {
     conn.execute("UPDATE users SET status = ?1 WHERE id = ?2", params![status, user_id]).ctx("updating user")?;
     Ok(())

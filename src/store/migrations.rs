@@ -58,6 +58,64 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX usage_user_time ON usage(user_id, created_at);
     CREATE INDEX usage_time ON usage(created_at);
     "#,
+    // 2: plans, credits and codes. Every movement of money is a ledger entry;
+    // a user's credit balance is the sum of their `credits` entries and their
+    // plan usage of a day the sum of their `plan` entries that day.
+    r#"
+    CREATE TABLE subscriptions (
+        id         INTEGER PRIMARY KEY,
+        user_id    INTEGER NOT NULL REFERENCES users(id),
+        plan_id    TEXT NOT NULL,
+        starts_at  INTEGER NOT NULL,
+        expires_at INTEGER NOT NULL,
+        status     TEXT NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'replaced', 'revoked')),
+        reference  TEXT NOT NULL DEFAULT '',
+        created_at INTEGER NOT NULL
+    );
+    CREATE INDEX subscriptions_user ON subscriptions(user_id, status);
+    CREATE TABLE ledger (
+        id         INTEGER PRIMARY KEY,
+        user_id    INTEGER NOT NULL REFERENCES users(id),
+        account    TEXT NOT NULL DEFAULT 'credits' CHECK (account IN ('credits', 'plan')),
+        amount     INTEGER NOT NULL,
+        kind       TEXT NOT NULL,
+        reason     TEXT NOT NULL DEFAULT '',
+        reference  TEXT NOT NULL DEFAULT '',
+        origin     TEXT NOT NULL,
+        created_at INTEGER NOT NULL
+    );
+    CREATE INDEX ledger_user ON ledger(user_id, account, created_at);
+    CREATE INDEX ledger_reference ON ledger(reference);
+    CREATE TABLE redemption_codes (
+        id         INTEGER PRIMARY KEY,
+        code_hash  TEXT NOT NULL UNIQUE,
+        prefix     TEXT NOT NULL,
+        kind       TEXT NOT NULL CHECK (kind IN ('credits', 'plan')),
+        credits    INTEGER,
+        plan_id    TEXT,
+        max_uses   INTEGER NOT NULL DEFAULT 1,
+        uses       INTEGER NOT NULL DEFAULT 0,
+        expires_at INTEGER,
+        status     TEXT NOT NULL DEFAULT 'active' CHECK (status IN ('active', 'disabled')),
+        batch      TEXT NOT NULL DEFAULT '',
+        created_at INTEGER NOT NULL
+    );
+    CREATE TABLE code_redemptions (
+        id         INTEGER PRIMARY KEY,
+        code_id    INTEGER NOT NULL REFERENCES redemption_codes(id),
+        user_id    INTEGER NOT NULL REFERENCES users(id),
+        created_at INTEGER NOT NULL,
+        UNIQUE (code_id, user_id)
+    );
+    CREATE TABLE admin_audit (
+        id         INTEGER PRIMARY KEY,
+        actor      TEXT NOT NULL,
+        action     TEXT NOT NULL,
+        target     TEXT NOT NULL DEFAULT '',
+        detail     TEXT NOT NULL DEFAULT '',
+        created_at INTEGER NOT NULL
+    );
+    "#,
 ];
 
 /// The schema version this binary writes.

@@ -5,6 +5,7 @@
 //! `PRAGMA data_version`.
 
 pub mod accounts;
+pub mod billing;
 mod migrations;
 pub mod writer;
 
