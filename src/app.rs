@@ -3,6 +3,7 @@
 
 use crate::access_log::AccessLog;
 use crate::accounts::Accounts;
+use crate::billing::Billing;
 use crate::channels::Channels;
 use crate::config::Config;
 use crate::store::writer::Writer;
@@ -13,6 +14,7 @@ use std::sync::Arc;
 pub struct App {
     pub config: Arc<Config>,
     pub accounts: Arc<Accounts>,
+    pub billing: Arc<Billing>,
     pub channels: Arc<Channels>,
     pub writer: Writer,
     pub access_log: AccessLog,
@@ -28,6 +30,7 @@ impl App {
     pub fn new(
         config: Arc<Config>,
         accounts: Arc<Accounts>,
+        billing: Arc<Billing>,
         channels: Arc<Channels>,
         writer: Writer,
         access_log: AccessLog,
@@ -36,6 +39,7 @@ impl App {
         App {
             config,
             accounts,
+            billing,
             channels,
             writer,
             access_log,

@@ -17,15 +17,18 @@
 
 pub mod access_log;
 pub mod accounts;
+pub mod admin;
 pub mod api;
 pub mod app;
 pub mod auth;
+pub mod billing;
 pub mod channels;
 pub mod cli;
 pub mod config;
 pub mod convert;
 pub mod error;
 pub mod fake_upstream;
+pub mod limits;
 pub mod listen;
 pub mod proxy;
 pub mod server;

@@ -4,6 +4,7 @@
 use crate::access_log::AccessLog;
 use crate::accounts::{Accounts, Directory};
 use crate::app::App;
+use crate::billing::{clock::SystemClock, Billing};
 use crate::channels::{Channels, Resolver};
 use crate::config::{Config, DemoMode};
 use crate::listen::{self, Bound};
@@ -29,6 +30,8 @@ pub enum ServeError {
     AccessLog { path: String, source: std::io::Error },
     #[error("TLS listener {addr}: {message}")]
     Tls { addr: SocketAddr, message: String },
+    #[error("cannot write the generated admin token: {source}")]
+    AdminToken { source: std::io::Error },
 }
 
 /// Command-line switches of `serve`.
@@ -51,6 +54,7 @@ pub fn serve(cfg: Config, opts: ServeOptions) -> Result<(), ServeError> {
     let cfg = Arc::new(cfg);
     let conn = store::open(&cfg.database)?;
     let accounts = Arc::new(Accounts::new(Directory::load(&conn)?));
+    let billing = Arc::new(Billing::load(cfg.clone(), Arc::new(SystemClock), &conn)?);
     drop(conn);
 
     let demo = demo_active(&cfg);
@@ -82,7 +86,8 @@ pub fn serve(cfg: Config, opts: ServeOptions) -> Result<(), ServeError> {
         }
         None => (AccessLog::disabled(), None),
     };
-    let app = Arc::new(App::new(cfg.clone(), accounts.clone(), channels.clone(), writer, access_log, demo));
+    let app =
+        Arc::new(App::new(cfg.clone(), accounts.clone(), billing.clone(), channels.clone(), writer, access_log, demo));
 
     let conf = ServerConf {
         threads: cfg.threads,
@@ -124,17 +129,46 @@ pub fn serve(cfg: Config, opts: ServeOptions) -> Result<(), ServeError> {
     }
     server.add_service(proxy);
 
+    // The admin API, on its own listener.
+    let admin_addr = match cfg.admin.listen {
+        Some(addr) => {
+            let token = crate::admin::resolve_token(&app).map_err(|source| ServeError::AdminToken { source })?;
+            let b = Bound::reserve(addr).map_err(|source| ServeError::Bind { addr, source })?;
+            let mut admin = pingora::services::listening::Service::new(
+                "admin".into(),
+                crate::admin::Admin::new(app.clone(), token),
+            );
+            admin.threads = Some(1);
+            match b.socket_options() {
+                Some(o) => admin.add_tcp_with_settings(&b.addr.to_string(), o),
+                None => admin.add_tcp(&b.addr.to_string()),
+            }
+            let a = b.addr;
+            bound.push(b);
+            server.add_service(admin);
+            Some(a)
+        }
+        None => None,
+    };
+
     // Background work. Threads start inside services: they would not survive
     // daemonisation if started here.
     let db_path = cfg.database.clone();
     let flush_interval = cfg.flush_interval;
-    let accounts_for_reload = accounts.clone();
+    let (accounts_for_reload, billing_for_reload) = (accounts.clone(), billing.clone());
     server.add_service(background_service(
         "db-writer",
         OnStart::new(move || {
             let conn = store::open(&db_path).map_err(|e| e.to_string())?;
             writer_task
-                .spawn(conn, flush_interval, Box::new(move |c| accounts_for_reload.reload(c)))
+                .spawn(
+                    conn,
+                    flush_interval,
+                    Box::new(move |c| {
+                        accounts_for_reload.reload(c);
+                        billing_for_reload.apply_external(c);
+                    }),
+                )
                 .map(|_| ())
                 .map_err(|e| e.to_string())
         }),
@@ -150,8 +184,11 @@ pub fn serve(cfg: Config, opts: ServeOptions) -> Result<(), ServeError> {
     if let Some((listener, _)) = demo_listener {
         server.add_service(background_service("demo-upstream", DemoUpstream(Mutex::new(Some(listener)))));
     }
-    let addrs: Vec<SocketAddr> = bound.iter().map(|b| b.addr).collect();
-    server.add_service(background_service("ready", Ready { addrs, demo, placeholders: Mutex::new(bound) }));
+    let addrs: Vec<SocketAddr> = bound.iter().map(|b| b.addr).filter(|a| Some(*a) != admin_addr).collect();
+    server.add_service(background_service(
+        "ready",
+        Ready { addrs, admin: admin_addr, demo, placeholders: Mutex::new(bound) },
+    ));
 
     server.bootstrap();
     server.run(RunArgs { shutdown_signal: Box::new(Signals { app: app.clone(), grace: cfg.grace_period }) });
@@ -206,6 +243,7 @@ impl BackgroundService for DemoUpstream {
 /// on stdout (`{"event":"ready","listen":[...]}`) that scripts and tests read.
 struct Ready {
     addrs: Vec<SocketAddr>,
+    admin: Option<SocketAddr>,
     demo: bool,
     placeholders: Mutex<Vec<Bound>>,
 }
@@ -213,7 +251,7 @@ struct Ready {
 #[async_trait]
 impl BackgroundService for Ready {
     async fn start(&self, _shutdown: ShutdownWatch) {
-        for addr in &self.addrs {
+        for addr in self.addrs.iter().chain(self.admin.iter()) {
             if !listen::wait_listening(*addr, Duration::from_secs(30)).await {
                 log::error!("listener {addr} did not come up within 30s");
             }
@@ -223,6 +261,7 @@ impl BackgroundService for Ready {
         let line = serde_json::json!({
             "event": "ready",
             "listen": self.addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+            "admin": self.admin.map(|a| a.to_string()),
             "demo": self.demo,
         });
         log::info!("codex-proxy ready on {:?}{}", self.addrs, if self.demo { " (DEMO MODE)" } else { "" });

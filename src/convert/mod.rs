@@ -28,6 +28,9 @@ pub trait Relay: Send + Sync {
     fn finish(&mut self) -> Bytes;
     /// Usage reported by the upstream so far.
     fn usage(&self) -> Option<Usage>;
+    /// Whether the upstream's final usage report has been seen (otherwise
+    /// `usage` is partial or absent and billing falls back to an estimate).
+    fn usage_complete(&self) -> bool;
     /// Bytes of generated text seen (for an estimate when usage never came).
     fn output_chars(&self) -> u64;
     /// Whether any content (not just headers/role/ping) has been produced.

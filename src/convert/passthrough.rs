@@ -66,6 +66,9 @@ impl Relay for JsonPassthrough {
     fn usage(&self) -> Option<Usage> {
         self.usage
     }
+    fn usage_complete(&self) -> bool {
+        self.usage.is_some()
+    }
     fn output_chars(&self) -> u64 {
         0
     }
@@ -96,6 +99,9 @@ pub struct SsePassthrough {
     /// Drop the chat usage-only chunk (`choices: []` + usage) the gateway asked for.
     hide_usage_chunk: bool,
     usage: Option<Usage>,
+    /// The final usage report (chat usage chunk, `message_delta`,
+    /// `response.completed`) has been seen.
+    usage_final: bool,
     content_started: bool,
     output_chars: u64,
     error: Option<StreamError>,
@@ -109,6 +115,7 @@ impl SsePassthrough {
             splitter: Splitter::new(),
             hide_usage_chunk,
             usage: None,
+            usage_final: false,
             content_started: false,
             output_chars: 0,
             error: None,
@@ -155,6 +162,7 @@ impl SsePassthrough {
             if let Ok(v) = serde_json::from_str::<Value>(data) {
                 if let Some(u) = v.get("usage").and_then(Usage::from_openai_chat) {
                     self.usage = Some(u);
+                    self.usage_final = true;
                 }
                 let no_choices = v.get("choices").and_then(Value::as_array).is_none_or(|c| c.is_empty());
                 if self.hide_usage_chunk && no_choices {
@@ -176,6 +184,7 @@ impl SsePassthrough {
                 if let Ok(v) = serde_json::from_str::<Value>(data) {
                     if let Some(u) = v.get("usage") {
                         self.usage.get_or_insert_with(Usage::default).merge_anthropic_delta(u);
+                        self.usage_final = true;
                     }
                 }
                 self.content_started = true;
@@ -200,6 +209,7 @@ impl SsePassthrough {
                 if let Ok(v) = serde_json::from_str::<Value>(data) {
                     if let Some(u) = v.pointer("/response/usage").and_then(Usage::from_responses) {
                         self.usage = Some(u);
+                        self.usage_final = true;
                     }
                     if event == "response.failed" {
                         let msg =
@@ -298,6 +308,9 @@ impl Relay for SsePassthrough {
     }
     fn usage(&self) -> Option<Usage> {
         self.usage
+    }
+    fn usage_complete(&self) -> bool {
+        self.usage_final
     }
     fn output_chars(&self) -> u64 {
         self.output_chars

@@ -5,6 +5,7 @@ use crate::access_log::AttemptLog;
 use crate::accounts::Identity;
 use crate::api::{Endpoint, ErrorShape};
 use crate::app::InFlight;
+use crate::billing::Ticket;
 use crate::usage::Usage;
 use rand::Rng;
 use std::time::{Duration, Instant};
@@ -34,6 +35,14 @@ pub struct RequestCtx {
     pub error_detail: Option<String>,
     pub translation: Option<&'static str>,
     pub inflight: Option<InFlight>,
+    /// The admission of an LLM request: settled (charged) in `logging`.
+    pub ticket: Option<Ticket>,
+    /// What paid for the request, once settled.
+    pub billed_to: Option<&'static str>,
+    /// Remaining quota and balance for the response headers.
+    pub quota_headers: Vec<(&'static str, String)>,
+    /// Size of the request body (for usage estimates).
+    pub body_len: usize,
 }
 
 /// `req_` + 24 random base62 characters.
@@ -70,6 +79,10 @@ impl RequestCtx {
             error_detail: None,
             translation: None,
             inflight: None,
+            ticket: None,
+            billed_to: None,
+            quota_headers: Vec::new(),
+            body_len: 0,
         }
     }
 }

@@ -10,6 +10,7 @@ use crate::access_log::AttemptLog;
 use crate::api::body::rewrite_for_upstream;
 use crate::api::{Endpoint, ErrorShape, Protocol};
 use crate::app::App;
+use crate::billing::estimate;
 use crate::channels::{Channel, Selection};
 use crate::config::ChannelKind;
 use crate::convert::passthrough::{JsonPassthrough, SsePassthrough};
@@ -292,8 +293,20 @@ async fn attempt(
         ctx.error_kind = Some("upstream_client_error");
     }
     up.set_read_timeout(Some(timeouts.idle));
-    let outcome = pump(session, ctx, &mut up, relay.as_mut(), deadline).await;
+    let mut outcome = pump(session, ctx, &mut up, relay.as_mut(), deadline).await;
+    if matches!(outcome, Pump::ClientGone) && !is_sse {
+        // A non-streaming answer is already generated: reading the rest costs
+        // the upstream nothing and gives the exact usage to bill.
+        outcome = drain(&mut up, relay.as_mut(), deadline).await;
+        ctx.error_kind = Some("client_disconnected");
+    }
     ctx.usage = relay.usage();
+    if success && !relay.usage_complete() && !matches!(outcome, Pump::Complete) {
+        // Cut short before the final usage report: bill what was reported,
+        // with output at least what the streamed text implies.
+        ctx.usage = Some(estimate::incomplete(relay.usage(), ctx.body_len, relay.output_chars()));
+        ctx.estimated = true;
+    }
     match outcome {
         Pump::Complete => {
             app.connector.release_http_session(up, &peer, Some(channel.pool_idle_timeout())).await;
@@ -310,6 +323,22 @@ async fn attempt(
         }
     }
     Attempt::Delivered
+}
+
+/// Reads the rest of an upstream body nobody will receive, for its usage.
+async fn drain(up: &mut HttpSession, relay: &mut dyn Relay, deadline: tokio::time::Instant) -> Pump {
+    loop {
+        match tokio::time::timeout_at(deadline, up.read_response_body()).await {
+            Ok(Ok(Some(chunk))) => {
+                relay.push(chunk);
+            }
+            Ok(Ok(None)) => {
+                relay.finish();
+                return Pump::Complete;
+            }
+            _ => return Pump::ClientGone,
+        }
+    }
 }
 
 async fn write_head(
@@ -334,6 +363,11 @@ async fn write_head(
     resp.insert_header("x-request-id", ctx.request_id.as_str())?;
     if ctx.shape == ErrorShape::Anthropic {
         resp.insert_header("request-id", ctx.request_id.as_str())?;
+    }
+    if up.status.is_success() {
+        for (k, v) in &ctx.quota_headers {
+            resp.insert_header(*k, v.as_str())?;
+        }
     }
     session.write_response_header(Box::new(resp), false).await
 }

@@ -2,6 +2,7 @@
 //! the body, pick channels, forward. Every failure comes back as a
 //! `GatewayError` that the caller renders in the client's shape.
 
+use super::account;
 use super::ctx::RequestCtx;
 use super::forward::{self, Outbound};
 use super::respond;
@@ -9,8 +10,10 @@ use crate::api::body::Peek;
 use crate::api::{self, Endpoint, Protocol, RouteInput};
 use crate::app::App;
 use crate::auth;
+use crate::billing::estimate;
 use crate::channels::Selection;
 use crate::error::GatewayError;
+use crate::limits;
 use crate::store::writer::WriteOp;
 use bytes::{Bytes, BytesMut};
 use pingora::proxy::Session;
@@ -45,21 +48,45 @@ pub async fn handle(app: &App, session: &mut Session, ctx: &mut RequestCtx) -> R
         header(session, "x-api-key"),
         endpoint.accepts_x_api_key(shape),
     )?;
+    // Decision order (see `billing`): 1. the key...
     let identity = app.accounts.snapshot().authenticate(presented, ctx.received_ms)?;
     app.writer.send(WriteOp::KeyUsed { key_id: identity.key.id, at: ctx.received_ms }).await;
-    ctx.identity = Some(identity);
+    ctx.identity = Some(identity.clone());
+    // ...2. the user.
+    if identity.user.banned {
+        return Err(GatewayError::UserBanned);
+    }
 
     match endpoint {
         Endpoint::Models => {
-            let models: Vec<_> = app.config.models.iter().filter(|m| app.channels.serves_model(&m.id)).collect();
+            let plan = identity.user.active_plan(&app.config, app.billing.now_ms()).map(|(_, p)| p);
+            let models: Vec<_> = app
+                .config
+                .models
+                .iter()
+                .filter(|m| app.channels.serves_model(&m.id) && limits::model_visible(plan, &identity.key, &m.id))
+                .collect();
             respond::json(session, ctx, &api::models::render(&models, shape, app.demo)).await;
             Ok(())
         }
-        Endpoint::Account | Endpoint::BillingSubscription | Endpoint::BillingUsage | Endpoint::Redeem => {
-            Err(GatewayError::RouteNotFound(session.req_header().uri.path().to_string()))
+        Endpoint::Account => {
+            account::account(app, session, ctx, &identity).await;
+            Ok(())
+        }
+        Endpoint::BillingSubscription => {
+            account::legacy_subscription(app, session, ctx, &identity).await;
+            Ok(())
+        }
+        Endpoint::BillingUsage => {
+            account::legacy_usage(app, session, ctx, &identity).await;
+            Ok(())
+        }
+        Endpoint::Redeem => {
+            let body = read_body(session, 64 << 10).await?;
+            account::redeem(app, session, ctx, &identity, &body).await
         }
         Endpoint::Health => Ok(()),
-        _ => llm(app, session, ctx, endpoint).await,
+        _ => llm(app, session, ctx, endpoint, &identity).await,
     }
 }
 
@@ -107,7 +134,13 @@ fn check_required(endpoint: Endpoint, peek: &Peek) -> Result<(), GatewayError> {
     missing.map_or(Ok(()), |f| Err(GatewayError::MissingField(f)))
 }
 
-async fn llm(app: &App, session: &mut Session, ctx: &mut RequestCtx, endpoint: Endpoint) -> Result<(), GatewayError> {
+async fn llm(
+    app: &App,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    endpoint: Endpoint,
+    identity: &crate::accounts::Identity,
+) -> Result<(), GatewayError> {
     let protocol = endpoint.protocol().ok_or_else(|| GatewayError::Internal("endpoint without protocol".into()))?;
     let body = read_body(session, app.config.max_body_bytes).await?;
     let peek = Peek::parse(&body)?;
@@ -121,9 +154,9 @@ async fn llm(app: &App, session: &mut Session, ctx: &mut RequestCtx, endpoint: E
     };
     ctx.model = Some(model.clone());
     check_required(endpoint, &peek)?;
-    if app.config.model(&model).is_none() {
+    let Some(model_cfg) = app.config.model(&model) else {
         return Err(GatewayError::UnknownModel(model));
-    }
+    };
     let candidates = app.channels.serving(&model, protocol);
     if candidates.is_empty() {
         let detail = if app.channels.serves_model(&model) {
@@ -136,6 +169,13 @@ async fn llm(app: &App, session: &mut Session, ctx: &mut RequestCtx, endpoint: E
         };
         return Err(GatewayError::NoChannel { model, detail });
     }
+    // Steps 2 (model rules) to 7 (credits) of the decision order, from memory.
+    let reservation =
+        estimate::reservation(body.len(), peek.max_output(), protocol, &model_cfg.price, &app.config.billing);
+    let ticket = app.billing.admit(&identity.user, &identity.key, &model, reservation)?;
+    ctx.quota_headers = account::quota_headers(&ticket);
+    ctx.ticket = Some(ticket);
+    ctx.body_len = body.len();
     let out = Outbound {
         endpoint,
         protocol,

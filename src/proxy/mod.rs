@@ -2,6 +2,7 @@
 //! runs the whole request (see `handler`) and always answers itself;
 //! `logging` settles usage and writes the access log.
 
+mod account;
 pub mod ctx;
 mod forward;
 mod handler;

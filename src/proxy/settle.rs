@@ -35,6 +35,12 @@ pub async fn settle(app: &App, session: &Session, ctx: &mut RequestCtx) {
     }
     let usage = ctx.usage.unwrap_or_default();
     let cost = ctx.model.as_deref().and_then(|m| app.config.model(m)).map(|m| usage.cost(&m.price)).unwrap_or(0);
+    // Charge (or just release) the admission: the upstream's reported usage,
+    // nothing for a failed call without usage.
+    let charge = ctx.ticket.take().and_then(|t| {
+        ctx.billed_to = Some(t.source.as_str());
+        t.settle(cost, &ctx.request_id, ctx.model.as_deref().unwrap_or(""))
+    });
     // A usage record exists for every request that reached an upstream.
     let forwarded = ctx.channel.is_some() || !ctx.attempts.is_empty();
     let tokens = ctx.usage.map(|u| Tokens {
@@ -67,11 +73,18 @@ pub async fn settle(app: &App, session: &Session, ctx: &mut RequestCtx) {
             stream: ctx.stream,
             estimated: ctx.estimated,
             cost,
-            billed_to: None,
+            billed_to: ctx.billed_to,
             attempts: attempts_json,
             translation: ctx.translation,
         };
-        app.writer.send(WriteOp::Usage(Box::new(record))).await;
+        // Usage and charge commit in the same batch transaction.
+        let op = match charge {
+            Some(entry) => WriteOp::Charge(Box::new(record), entry),
+            None => WriteOp::Usage(Box::new(record)),
+        };
+        app.writer.send(op).await;
+    } else if let Some(entry) = charge {
+        app.writer.send(WriteOp::Ledger(entry)).await;
     }
 
     let req = session.req_header();
@@ -91,7 +104,7 @@ pub async fn settle(app: &App, session: &Session, ctx: &mut RequestCtx) {
         tokens,
         estimated: ctx.estimated,
         cost: forwarded.then(|| format_credits(cost)),
-        billed_to: None,
+        billed_to: ctx.billed_to,
         ttfb_ms: ctx.ttfb.map(|d| d.as_millis() as u64),
         total_ms,
         bytes_in: session.body_bytes_read() as u64,

@@ -1,0 +1,474 @@
+//! Plans, credits and per-user limits, decided from memory on the request path.
+//!
+//! Each user has one small state behind its own mutex: the credit balance (sum
+//! of the ledger's `credits` entries), credits reserved by requests in flight,
+//! today's plan usage and plan reservations, requests in flight, and a
+//! one-minute request window. Admission reserves an estimate; settlement
+//! charges the upstream's reported cost and releases the reservation, and turns
+//! the charge into a ledger entry written together with the usage record.
+//!
+//! Invariant: `balance - reserved` never drops below zero at admission, so the
+//! balance itself goes negative only when a settled request cost more than its
+//! own reservation — and never when reservations are the worst case.
+
+pub mod clock;
+pub mod estimate;
+
+use crate::accounts::{KeyEntry, UserEntry};
+use crate::config::Config;
+use crate::error::GatewayError;
+use crate::limits::{self, MinuteWindow};
+use crate::store::{self, writer::LedgerEntry, StoreError};
+use clock::{Clock, Days};
+use parking_lot::{Mutex, RwLock};
+use rusqlite::Connection;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+/// Window and limit of the redemption brute-force guard.
+const REDEEM_WINDOW_MS: i64 = 600_000;
+
+#[derive(Debug, Default)]
+struct UserState {
+    balance: i64,
+    /// Credits ever charged for usage (for the OpenAI-legacy billing endpoints).
+    spent: i64,
+    reserved: i64,
+    plan_day: i64,
+    plan_used: i64,
+    plan_reserved: i64,
+    inflight: u32,
+    minute: MinuteWindow,
+    redeem_failures: MinuteWindow,
+}
+
+impl UserState {
+    /// Starts a new plan day when the clock passed midnight.
+    fn roll_day(&mut self, day: i64) {
+        if self.plan_day != day {
+            self.plan_day = day;
+            self.plan_used = 0;
+        }
+    }
+}
+
+/// What pays for a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    Plan,
+    Credits,
+}
+
+impl Source {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Source::Plan => "plan",
+            Source::Credits => "credits",
+        }
+    }
+}
+
+pub struct Billing {
+    cfg: Arc<Config>,
+    days: Days,
+    clock: Arc<dyn Clock>,
+    users: RwLock<HashMap<i64, Arc<Mutex<UserState>>>>,
+    /// Highest ledger id already reflected in memory.
+    last_ledger_id: Mutex<i64>,
+}
+
+/// An admitted request: its concurrency slot and reservation, released on
+/// settlement or, if never settled, on drop.
+pub struct Ticket {
+    billing: Arc<Billing>,
+    pub user_id: i64,
+    pub source: Source,
+    pub reserved: i64,
+    /// Balance and remaining plan quota at admission (for response headers).
+    pub balance: i64,
+    pub plan_remaining: Option<i64>,
+    settled: bool,
+}
+
+/// A user's account as shown by `/v1/account`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccountView {
+    pub balance: i64,
+    pub spent: i64,
+    pub reserved: i64,
+    pub plan_used_today: i64,
+    pub inflight: u32,
+    pub concurrency_limit: u32,
+    pub next_reset_ms: i64,
+}
+
+impl Billing {
+    /// Loads balances and today's plan usage from the ledger.
+    pub fn load(cfg: Arc<Config>, clock: Arc<dyn Clock>, conn: &Connection) -> Result<Billing, StoreError> {
+        let days = Days { utc_offset_secs: cfg.billing.utc_offset_secs };
+        let now = clock.now_ms();
+        let today = days.day_of(now);
+        let last = store::billing::max_ledger_id(conn)?;
+        let balances = store::billing::balances(conn)?;
+        let plan = store::billing::plan_usage_since(conn, days.start_of_day(now))?;
+        let spent = store::billing::credits_spent(conn)?;
+        let mut users: HashMap<i64, Arc<Mutex<UserState>>> = HashMap::new();
+        for id in balances.keys().chain(plan.keys()) {
+            let st = UserState {
+                balance: balances.get(id).copied().unwrap_or(0),
+                spent: spent.get(id).copied().unwrap_or(0),
+                plan_day: today,
+                plan_used: plan.get(id).copied().unwrap_or(0),
+                ..Default::default()
+            };
+            users.insert(*id, Arc::new(Mutex::new(st)));
+        }
+        Ok(Billing { cfg, days, clock, users: RwLock::new(users), last_ledger_id: Mutex::new(last) })
+    }
+
+    pub fn now_ms(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    pub fn days(&self) -> Days {
+        self.days
+    }
+
+    fn state(&self, user_id: i64) -> Arc<Mutex<UserState>> {
+        if let Some(s) = self.users.read().get(&user_id) {
+            return s.clone();
+        }
+        let today = self.days.day_of(self.now_ms());
+        self.users
+            .write()
+            .entry(user_id)
+            .or_insert_with(|| Arc::new(Mutex::new(UserState { plan_day: today, ..Default::default() })))
+            .clone()
+    }
+
+    /// Applies ledger entries written by other processes (CLI) or the admin
+    /// API since the last look. Runs on the writer thread after a change.
+    pub fn apply_external(&self, conn: &Connection) {
+        let mut last = self.last_ledger_id.lock();
+        let entries = match store::billing::external_entries_after(conn, *last) {
+            Ok(e) => e,
+            Err(e) => {
+                log::error!("reading new ledger entries failed: {e}");
+                return;
+            }
+        };
+        for e in &entries {
+            let st = self.state(e.user_id);
+            let mut st = st.lock();
+            match e.account.as_str() {
+                "credits" => st.balance += e.amount,
+                _ => {
+                    let day = self.days.day_of(e.created_at);
+                    st.roll_day(self.days.day_of(self.now_ms()));
+                    if day == st.plan_day {
+                        st.plan_used -= e.amount;
+                    }
+                }
+            }
+        }
+        match store::billing::max_ledger_id(conn) {
+            Ok(max) => *last = max.max(*last),
+            Err(e) => log::error!("reading the ledger position failed: {e}"),
+        }
+    }
+
+    /// The decision order, steps 2-7, for one LLM request of `model` whose
+    /// reservation is `reservation` micro-credits.
+    pub fn admit(
+        self: &Arc<Self>,
+        user: &UserEntry,
+        key: &KeyEntry,
+        model: &str,
+        reservation: i64,
+    ) -> Result<Ticket, GatewayError> {
+        let now = self.now_ms();
+        if user.banned {
+            return Err(GatewayError::UserBanned);
+        }
+        let plan = user.active_plan(&self.cfg, now).map(|(_, p)| p);
+        limits::check_model(plan, key, model)?;
+        let concurrency = plan.and_then(|p| p.concurrency).unwrap_or(self.cfg.billing.default_concurrency);
+        let st = self.state(user.id);
+        let mut st = st.lock();
+        if st.inflight >= concurrency {
+            return Err(GatewayError::ConcurrencyLimit { limit: concurrency });
+        }
+        let rpm = plan.and_then(|p| p.requests_per_minute);
+        if let Some(rpm) = rpm {
+            st.minute.check(now, rpm).map_err(|retry_after| GatewayError::RateLimit { rpm, retry_after })?;
+        }
+        st.roll_day(self.days.day_of(now));
+        let source = match plan {
+            Some(p) if st.plan_used + st.plan_reserved < p.daily_quota => {
+                st.plan_reserved += reservation;
+                Source::Plan
+            }
+            _ if st.balance - st.reserved >= reservation => {
+                st.reserved += reservation;
+                Source::Credits
+            }
+            Some(_) => return Err(GatewayError::DailyQuotaExhausted { retry_after: self.days.secs_to_reset(now) }),
+            None => return Err(GatewayError::InsufficientCredits),
+        };
+        st.inflight += 1;
+        if rpm.is_some() {
+            st.minute.record(now, 60_000);
+        }
+        Ok(Ticket {
+            billing: self.clone(),
+            user_id: user.id,
+            source,
+            reserved: reservation,
+            balance: st.balance,
+            plan_remaining: plan.map(|p| (p.daily_quota - st.plan_used).max(0)),
+            settled: false,
+        })
+    }
+
+    /// The user's account now.
+    pub fn view(&self, user: &UserEntry) -> AccountView {
+        let now = self.now_ms();
+        let plan = user.active_plan(&self.cfg, now).map(|(_, p)| p);
+        let st = self.state(user.id);
+        let mut st = st.lock();
+        st.roll_day(self.days.day_of(now));
+        AccountView {
+            balance: st.balance,
+            spent: st.spent,
+            reserved: st.reserved,
+            plan_used_today: st.plan_used,
+            inflight: st.inflight,
+            concurrency_limit: plan.and_then(|p| p.concurrency).unwrap_or(self.cfg.billing.default_concurrency),
+            next_reset_ms: self.days.next_reset(now),
+        }
+    }
+
+    /// Refuses a redemption attempt while the user is over the failure limit.
+    pub fn redeem_allowed(&self, user_id: i64) -> Result<(), GatewayError> {
+        let now = self.now_ms();
+        let st = self.state(user_id);
+        let (n, free_at) = st.lock().redeem_failures.count(now, REDEEM_WINDOW_MS);
+        if n >= self.cfg.billing.redeem_failures_per_10min as usize {
+            return Err(GatewayError::RedeemThrottled { retry_after: ((free_at - now + 999) / 1000).max(1) as u64 });
+        }
+        Ok(())
+    }
+
+    pub fn redeem_failed(&self, user_id: i64) {
+        let now = self.now_ms();
+        self.state(user_id).lock().redeem_failures.record(now, REDEEM_WINDOW_MS);
+    }
+
+    /// Releases a ticket, charging `cost` (0: nothing to charge).
+    fn release(&self, t: &Ticket, cost: i64, now: i64) {
+        let st = self.state(t.user_id);
+        let mut st = st.lock();
+        st.inflight = st.inflight.saturating_sub(1);
+        match t.source {
+            Source::Plan => {
+                st.plan_reserved -= t.reserved;
+                // The charge is dated now: it belongs to today's plan usage
+                // even if the request started yesterday.
+                st.roll_day(self.days.day_of(now));
+                st.plan_used += cost;
+            }
+            Source::Credits => {
+                st.reserved -= t.reserved;
+                st.balance -= cost;
+                st.spent += cost;
+            }
+        }
+    }
+}
+
+impl Ticket {
+    /// Charges `cost` micro-credits and returns the ledger entry to persist
+    /// (`None` when the request cost nothing).
+    pub fn settle(mut self, cost: i64, request_id: &str, model: &str) -> Option<LedgerEntry> {
+        self.settled = true;
+        let now = self.billing.now_ms();
+        let cost = cost.max(0);
+        self.billing.release(&self, cost, now);
+        (cost > 0).then(|| LedgerEntry {
+            user_id: self.user_id,
+            account: self.source.as_str(),
+            amount: -cost,
+            kind: "usage",
+            reason: model.to_string(),
+            reference: request_id.to_string(),
+            created_at: now,
+        })
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        if !self.settled {
+            let now = self.billing.now_ms();
+            self.billing.release(self, 0, now);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::clock::ManualClock;
+    use super::*;
+    use crate::accounts::Subscription;
+    use crate::auth::KeyHash;
+
+    const DAY: i64 = 86_400_000;
+    const T0: i64 = 1_700_000_000_000; // 2023-11-14T22:13:20Z
+
+    fn cfg() -> Arc<Config> {
+        let text = r#"
+server: {listen: ["127.0.0.1:0"]}
+billing: {default_concurrency: 2, max_reservation: 100}
+models: [{id: m, price: {input: 1, output: 1}}]
+channels: [{name: c, kind: openai, base_url: "http://127.0.0.1:1/v1", api_key: k, models: [m]}]
+plans:
+  - {id: p, daily_quota: 0.001, concurrency: 3, requests_per_minute: 5, blocked_models: ["x-*"], duration_days: 30}
+"#;
+        Arc::new(crate::config::parse(text, std::path::Path::new("."), &|_| None).unwrap())
+    }
+
+    fn user(plan: bool) -> UserEntry {
+        UserEntry {
+            id: 7,
+            email: "u@x".into(),
+            banned: false,
+            subscription: plan.then(|| Subscription { plan_id: "p".into(), starts_at: 0, expires_at: T0 + 30 * DAY }),
+        }
+    }
+
+    fn key() -> KeyEntry {
+        KeyEntry {
+            id: 1,
+            user_id: 7,
+            lookup: "l".into(),
+            hash: KeyHash([0; 32]),
+            name: String::new(),
+            active: true,
+            expires_at: None,
+            allowed_models: None,
+        }
+    }
+
+    fn billing(clock: Arc<ManualClock>) -> (tempfile::TempDir, Arc<Billing>, Connection) {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = store::open(&dir.path().join("db")).unwrap();
+        conn.execute("INSERT INTO users(id, email, created_at) VALUES (7, 'u@x', 0)", []).unwrap();
+        let b = Arc::new(Billing::load(cfg(), clock, &conn).unwrap());
+        (dir, b, conn)
+    }
+
+    fn topup(b: &Billing, conn: &Connection, amount: i64) {
+        let e = store::billing::NewEntry {
+            user_id: 7,
+            account: "credits",
+            amount,
+            kind: "topup",
+            reason: "",
+            reference: "",
+            origin: "cli",
+        };
+        store::billing::insert_ledger(conn, &e).unwrap();
+        b.apply_external(conn);
+    }
+
+    #[test]
+    fn decision_order_without_plan() {
+        let clock = Arc::new(ManualClock::new(T0));
+        let (_d, b, conn) = billing(clock);
+        let (u, k) = (user(false), key());
+        assert_eq!(b.admit(&u, &k, "m", 10).err(), Some(GatewayError::InsufficientCredits));
+        topup(&b, &conn, 25);
+        let t1 = b.admit(&u, &k, "m", 10).unwrap();
+        let t2 = b.admit(&u, &k, "m", 10).unwrap();
+        assert_eq!(t1.source, Source::Credits);
+        // Concurrency (default 2) comes before money.
+        assert_eq!(b.admit(&u, &k, "m", 1).err(), Some(GatewayError::ConcurrencyLimit { limit: 2 }));
+        assert!(t1.settle(4, "r1", "m").is_some());
+        // 25 - 4 = 21 balance, 10 still reserved: 11 available.
+        assert_eq!(b.admit(&u, &k, "m", 12).err(), Some(GatewayError::InsufficientCredits));
+        drop(t2); // released without a charge
+        let v = b.view(&u);
+        assert_eq!((v.balance, v.reserved, v.inflight), (21, 0, 0));
+        let banned = UserEntry { banned: true, ..user(false) };
+        assert_eq!(b.admit(&banned, &k, "m", 1).err(), Some(GatewayError::UserBanned));
+    }
+
+    #[test]
+    fn plan_first_then_credits_then_quota_error_and_daily_reset() {
+        let clock = Arc::new(ManualClock::new(T0));
+        let (_d, b, conn) = billing(clock.clone());
+        let (u, k) = (user(true), key());
+        // Quota is 0.001 credits = 1000 micro.
+        let t = b.admit(&u, &k, "m", 50).unwrap();
+        assert_eq!((t.source, t.plan_remaining), (Source::Plan, Some(1000)));
+        let entry = t.settle(1000, "r1", "m").unwrap();
+        assert_eq!((entry.account, entry.amount), ("plan", -1000));
+        // Plan used up, no credits: 429 with seconds to 00:00 UTC.
+        let e = b.admit(&u, &k, "m", 50).err().unwrap();
+        assert_eq!(e, GatewayError::DailyQuotaExhausted { retry_after: 6400 });
+        // With credits the request is served on credits instead.
+        topup(&b, &conn, 500);
+        let t = b.admit(&u, &k, "m", 50).unwrap();
+        assert_eq!(t.source, Source::Credits);
+        drop(t);
+        // Blocked model on the plan.
+        assert!(matches!(b.admit(&u, &k, "x-large", 1), Err(GatewayError::ModelNotAllowed { .. })));
+        // Next day: the plan serves again.
+        clock.advance(6_400_000);
+        let t = b.admit(&u, &k, "m", 50).unwrap();
+        assert_eq!((t.source, t.plan_remaining), (Source::Plan, Some(1000)));
+    }
+
+    #[test]
+    fn requests_per_minute() {
+        let clock = Arc::new(ManualClock::new(T0));
+        let (_d, b, _conn) = billing(clock.clone());
+        let (u, k) = (user(true), key());
+        for _ in 0..5 {
+            b.admit(&u, &k, "m", 1).unwrap().settle(0, "r", "m");
+        }
+        assert_eq!(b.admit(&u, &k, "m", 1).err(), Some(GatewayError::RateLimit { rpm: 5, retry_after: 60 }));
+        clock.advance(60_001);
+        assert!(b.admit(&u, &k, "m", 1).is_ok());
+    }
+
+    #[test]
+    fn restart_reloads_balance_and_todays_plan_usage() {
+        let clock = Arc::new(ManualClock::new(T0));
+        let (_d, b, conn) = billing(clock.clone());
+        topup(&b, &conn, 1_000);
+        let now = clock.now_ms();
+        // Yesterday's plan usage must not count today.
+        conn.execute(
+            "INSERT INTO ledger(user_id, account, amount, kind, origin, created_at) VALUES (7, 'plan', -900, 'usage', 'gateway', ?1), (7, 'plan', -100, 'usage', 'gateway', ?2), (7, 'credits', -30, 'usage', 'gateway', ?2)",
+            [now - DAY, now],
+        )
+        .unwrap();
+        let b2 = Billing::load(cfg(), clock, &conn).unwrap();
+        let v = b2.view(&user(true));
+        assert_eq!((v.balance, v.plan_used_today), (970, 100));
+    }
+
+    #[test]
+    fn redeem_guard() {
+        let clock = Arc::new(ManualClock::new(T0));
+        let (_d, b, _conn) = billing(clock.clone());
+        for _ in 0..10 {
+            assert!(b.redeem_allowed(7).is_ok());
+            b.redeem_failed(7);
+        }
+        assert_eq!(b.redeem_allowed(7).err(), Some(GatewayError::RedeemThrottled { retry_after: 600 }));
+        clock.advance(600_001);
+        assert!(b.redeem_allowed(7).is_ok());
+    }
+}
