@@ -56,6 +56,34 @@ pub enum Command {
         #[command(subcommand)]
         command: accounts::KeysCommand,
     },
+    /// Add or remove credits.
+    Credits {
+        #[command(subcommand)]
+        command: accounts::CreditsCommand,
+    },
+    /// List, assign and revoke plans.
+    Plans {
+        #[command(subcommand)]
+        command: accounts::PlansCommand,
+    },
+    /// Create, list and disable redemption codes.
+    Codes {
+        #[command(subcommand)]
+        command: accounts::CodesCommand,
+    },
+    /// Usage totals and cost, grouped by user, key, model or day.
+    Usage(accounts::UsageArgs),
+    /// A user's ledger entries and balance.
+    Ledger {
+        email: String,
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
+    /// The admin audit trail (every account change, who and when).
+    Audit {
+        #[arg(long, default_value_t = 50)]
+        limit: i64,
+    },
 }
 
 fn load(path: &std::path::Path) -> Result<Config, String> {
@@ -93,6 +121,12 @@ pub fn main() -> ExitCode {
         Command::FakeUpstream { listen, chat_only, key, threads } => fake_upstream(listen, chat_only, key, threads),
         Command::Users { command } => load(&cli.config).and_then(|cfg| accounts::users(&cfg, command)),
         Command::Keys { command } => load(&cli.config).and_then(|cfg| accounts::keys(&cfg, command)),
+        Command::Credits { command } => load(&cli.config).and_then(|cfg| accounts::credits(&cfg, command)),
+        Command::Plans { command } => load(&cli.config).and_then(|cfg| accounts::plans(&cfg, command)),
+        Command::Codes { command } => load(&cli.config).and_then(|cfg| accounts::codes(&cfg, command)),
+        Command::Usage(args) => load(&cli.config).and_then(|cfg| accounts::usage(&cfg, args)),
+        Command::Ledger { email, limit } => load(&cli.config).and_then(|cfg| accounts::ledger(&cfg, &email, limit)),
+        Command::Audit { limit } => load(&cli.config).and_then(|cfg| accounts::audit(&cfg, limit)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

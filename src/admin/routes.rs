@@ -1,0 +1,300 @@
+//! Admin API routes. Reads and writes run on the blocking pool with their own
+//! SQLite connection; after a write the call waits for the gateway's writer to
+//! load the change.
+
+use super::{AdminError, AdminResult, Reply, Req};
+use crate::accounts::ops::Ops;
+use crate::app::App;
+use crate::billing::clock::parse_time;
+use crate::config::units::{format_credits, parse_credits};
+use crate::store::accounts::{self as sql, KeyRow};
+use crate::store::billing::{self, Grant, GroupBy, UsageFilter};
+use crate::store::{self, StoreError};
+use http::StatusCode;
+use rusqlite::Connection;
+use serde_json::{json, Value};
+use std::sync::Arc;
+
+const ACTOR: &str = "admin-api";
+
+fn bad(msg: impl Into<String>) -> AdminError {
+    AdminError(StatusCode::BAD_REQUEST, msg.into())
+}
+
+fn ok(v: Value) -> AdminResult {
+    Ok(Reply::Json(StatusCode::OK, v))
+}
+
+/// Runs `f` with a connection on the blocking pool.
+async fn with_db<T: Send + 'static>(
+    app: &Arc<App>,
+    f: impl FnOnce(&Connection, &Ops) -> Result<T, AdminError> + Send + 'static,
+) -> Result<T, AdminError> {
+    let app2 = app.clone();
+    tokio::task::spawn_blocking(move || {
+        let conn = store::open(&app2.config.database)?;
+        let ops = Ops { conn: &conn, cfg: &app2.config, actor: ACTOR };
+        f(&conn, &ops)
+    })
+    .await
+    .map_err(|e| AdminError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+}
+
+/// A write: runs it, then waits until the gateway has loaded it.
+async fn change<T: Send + 'static>(
+    app: &Arc<App>,
+    f: impl FnOnce(&Connection, &Ops) -> Result<T, AdminError> + Send + 'static,
+) -> Result<T, AdminError> {
+    let out = with_db(app, f).await?;
+    app.writer.flush().await;
+    Ok(out)
+}
+
+fn when(ms: Option<i64>) -> Value {
+    ms.map_or(Value::Null, |t| json!(crate::access_log::timestamp(t)))
+}
+
+fn key_json(k: &KeyRow) -> Value {
+    json!({
+        "id": k.id, "prefix": k.prefix(), "name": k.name, "status": k.status,
+        "expires_at": when(k.expires_at), "models": k.allowed_models,
+        "created_at": when(Some(k.created_at)), "last_used_at": when(k.last_used_at),
+    })
+}
+
+/// `null`/absent → None; a string is a date, time or duration.
+fn optional_time(v: &Value, field: &str, tz: i32) -> Result<Option<i64>, AdminError> {
+    match v.get(field) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(s)) => parse_time(s, tz).map(Some).map_err(bad),
+        Some(Value::Number(n)) => n.as_i64().map(Some).ok_or_else(|| bad(format!("{field}: invalid time"))),
+        Some(_) => Err(bad(format!("{field}: expected a date, time or duration"))),
+    }
+}
+
+fn optional_models(v: &Value) -> Result<Option<Vec<String>>, AdminError> {
+    match v.get("models") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::Array(a)) => a
+            .iter()
+            .map(|m| m.as_str().map(str::to_string).ok_or_else(|| bad("models: expected strings")))
+            .collect::<Result<Vec<_>, _>>()
+            .map(Some),
+        Some(_) => Err(bad("models: expected a list of model patterns or null")),
+    }
+}
+
+fn amount(v: &Value, field: &str) -> Result<i64, AdminError> {
+    match v.get(field) {
+        Some(Value::String(s)) => parse_credits(s).map_err(bad),
+        Some(Value::Number(n)) => parse_credits(&n.to_string()).map_err(bad),
+        _ => Err(bad(format!("{field}: required, in credits (\"12.5\")"))),
+    }
+}
+
+fn user_summary(app: &App, conn: &Connection, u: &sql::UserRow) -> Result<Value, StoreError> {
+    let sub = billing::current_subscription(conn, u.id)?;
+    let now = store::now_ms();
+    let balance = billing::credit_balance(conn, u.id)?;
+    let live = app.accounts.snapshot().user(u.id).map(|e| app.billing.view(e));
+    Ok(json!({
+        "id": u.id, "email": u.email, "status": u.status, "created_at": when(Some(u.created_at)),
+        "balance": format_credits(balance),
+        "plan": sub.filter(|s| s.expires_at > now).map(|s| json!({"id": s.plan_id, "expires_at": when(Some(s.expires_at))})),
+        "in_flight": live.as_ref().map(|v| v.inflight),
+        "plan_used_today": live.map(|v| format_credits(v.plan_used_today)),
+    }))
+}
+
+pub async fn route(app: &Arc<App>, req: Req) -> AdminResult {
+    let seg: Vec<&str> = req.segments.iter().map(String::as_str).collect();
+    let tz = app.config.billing.utc_offset_secs;
+    match (req.method.as_str(), seg.as_slice()) {
+        ("GET", ["admin", "users"]) => {
+            let app2 = app.clone();
+            let users = with_db(app, move |c, _| {
+                Ok(sql::list_users(c)?.iter().map(|u| user_summary(&app2, c, u)).collect::<Result<Vec<_>, _>>()?)
+            })
+            .await?;
+            ok(json!({"users": users}))
+        }
+        ("POST", ["admin", "users"]) => {
+            let body = req.json()?;
+            let email = body.get("email").and_then(Value::as_str).ok_or_else(|| bad("email: required"))?.to_string();
+            let password = body.get("password").and_then(Value::as_str).map(str::to_string);
+            let credits = body.get("credits").map(|_| amount(&body, "credits")).transpose()?;
+            let app2 = app.clone();
+            let v = change(app, move |c, ops| {
+                let u = ops.add_user(&email, password.as_deref())?;
+                if let Some(a) = credits.filter(|a| *a != 0) {
+                    ops.add_credits(&email, a, "initial credits")?;
+                }
+                Ok(user_summary(&app2, c, &u)?)
+            })
+            .await?;
+            Ok(Reply::Json(StatusCode::CREATED, v))
+        }
+        ("GET", ["admin", "users", email]) => {
+            let (email, app2) = (email.to_string(), app.clone());
+            let v = with_db(app, move |c, ops| {
+                let u = ops.user(&email)?;
+                let mut v = user_summary(&app2, c, &u)?;
+                v["keys"] = sql::list_keys(c, Some(u.id))?.iter().map(key_json).collect();
+                Ok(v)
+            })
+            .await?;
+            ok(v)
+        }
+        ("POST", ["admin", "users", email, action @ ("ban" | "unban")]) => {
+            let (email, banned) = (email.to_string(), *action == "ban");
+            let u = change(app, move |_, ops| Ok(ops.set_banned(&email, banned)?)).await?;
+            ok(json!({"email": u.email, "status": u.status}))
+        }
+        ("POST", ["admin", "users", email, "keys"]) => {
+            let body = req.json()?;
+            let name = body.get("name").and_then(Value::as_str).unwrap_or("").to_string();
+            let expires = optional_time(&body, "expires_at", tz)?;
+            let models = optional_models(&body)?;
+            let email = email.to_string();
+            let (row, key) =
+                change(app, move |_, ops| Ok(ops.create_key(&email, &name, expires, models.as_deref())?)).await?;
+            let mut v = key_json(&row);
+            v["key"] = json!(key);
+            Ok(Reply::Json(StatusCode::CREATED, v))
+        }
+        ("GET", ["admin", "users", email, "keys"]) => {
+            let email = email.to_string();
+            let keys = with_db(app, move |c, ops| Ok(sql::list_keys(c, Some(ops.user(&email)?.id))?)).await?;
+            ok(json!({"keys": keys.iter().map(key_json).collect::<Vec<_>>()}))
+        }
+        ("POST", ["admin", "keys", id, action @ ("disable" | "enable")]) => {
+            let id: i64 = id.parse().map_err(|_| bad("key id must be a number"))?;
+            let active = *action == "enable";
+            let k = change(app, move |_, ops| Ok(ops.set_key_active(id, active)?)).await?;
+            ok(key_json(&k))
+        }
+        ("PUT", ["admin", "keys", id, "expiry"]) => {
+            let id: i64 = id.parse().map_err(|_| bad("key id must be a number"))?;
+            let at = optional_time(&req.json()?, "expires_at", tz)?;
+            let k = change(app, move |_, ops| Ok(ops.set_key_expiry(id, at)?)).await?;
+            ok(key_json(&k))
+        }
+        ("PUT", ["admin", "keys", id, "models"]) => {
+            let id: i64 = id.parse().map_err(|_| bad("key id must be a number"))?;
+            let models = optional_models(&req.json()?)?;
+            let k = change(app, move |_, ops| Ok(ops.set_key_models(id, models.as_deref())?)).await?;
+            ok(key_json(&k))
+        }
+        ("POST", ["admin", "users", email, "credits"]) => {
+            let body = req.json()?;
+            let a = amount(&body, "amount")?;
+            let reason = body.get("reason").and_then(Value::as_str).unwrap_or("admin adjustment").to_string();
+            let email = email.to_string();
+            let balance = change(app, move |_, ops| Ok(ops.add_credits(&email, a, &reason)?)).await?;
+            ok(json!({"amount": format_credits(a), "balance": format_credits(balance)}))
+        }
+        ("POST", ["admin", "users", email, "plan"]) => {
+            let body = req.json()?;
+            let plan = body.get("plan").and_then(Value::as_str).ok_or_else(|| bad("plan: required"))?.to_string();
+            let email = email.to_string();
+            let s = change(app, move |_, ops| Ok(ops.assign_plan(&email, &plan)?)).await?;
+            ok(json!({"plan": s.plan_id, "starts_at": when(Some(s.starts_at)), "expires_at": when(Some(s.expires_at))}))
+        }
+        ("DELETE", ["admin", "users", email, "plan"]) => {
+            let email = email.to_string();
+            let revoked = change(app, move |_, ops| Ok(ops.revoke_plan(&email)?)).await?;
+            ok(json!({"revoked": revoked}))
+        }
+        ("GET", ["admin", "users", email, "ledger"]) => {
+            let limit: i64 = req.query("limit").and_then(|l| l.parse().ok()).unwrap_or(100);
+            let email = email.to_string();
+            let (rows, balance) = with_db(app, move |c, ops| {
+                let u = ops.user(&email)?;
+                Ok((billing::ledger_for_user(c, u.id, limit)?, billing::credit_balance(c, u.id)?))
+            })
+            .await?;
+            let entries: Vec<Value> = rows
+                .iter()
+                .map(|e| {
+                    json!({"id": e.id, "time": when(Some(e.created_at)), "account": e.account, "amount": format_credits(e.amount),
+                        "kind": e.kind, "reason": e.reason, "reference": e.reference, "origin": e.origin})
+                })
+                .collect();
+            ok(json!({"balance": format_credits(balance), "entries": entries}))
+        }
+        ("GET", ["admin", "plans"]) => {
+            let plans: Vec<Value> = app
+                .config
+                .plans
+                .iter()
+                .map(|p| {
+                    json!({"id": p.id, "name": p.name, "daily_quota": format_credits(p.daily_quota), "concurrency": p.concurrency,
+                        "requests_per_minute": p.requests_per_minute, "allowed_models": p.allowed_models,
+                        "blocked_models": p.blocked_models, "duration_days": p.duration_days})
+                })
+                .collect();
+            ok(json!({"plans": plans}))
+        }
+        ("POST", ["admin", "codes"]) => {
+            let body = req.json()?;
+            let grant = match (body.get("credits"), body.get("plan").and_then(Value::as_str)) {
+                (Some(_), None) => Grant::Credits(amount(&body, "credits")?),
+                (None, Some(p)) => Grant::Plan(p.to_string()),
+                _ => return Err(bad("give exactly one of credits or plan")),
+            };
+            let count = body.get("count").and_then(Value::as_u64).unwrap_or(1) as u32;
+            let uses = body.get("uses").and_then(Value::as_u64).unwrap_or(1) as u32;
+            let expires = optional_time(&body, "expires_at", tz)?;
+            let codes = change(app, move |_, ops| Ok(ops.create_codes(&grant, count, uses, expires)?)).await?;
+            // Shown once, one per line.
+            Ok(Reply::Text(codes.into_iter().map(|(_, c)| c + "\n").collect()))
+        }
+        ("GET", ["admin", "codes"]) => {
+            let codes = with_db(app, |c, _| Ok(billing::list_codes(c)?)).await?;
+            ok(json!({"codes": codes}))
+        }
+        ("POST", ["admin", "codes", id, "disable"]) => {
+            let id: i64 = id.parse().map_err(|_| bad("code id must be a number"))?;
+            let c = change(app, move |_, ops| Ok(ops.disable_code(id)?)).await?;
+            ok(json!(c))
+        }
+        ("GET", ["admin", "usage"]) => {
+            let group = match req.query("by").unwrap_or("day") {
+                "user" => GroupBy::User,
+                "key" => GroupBy::Key,
+                "model" => GroupBy::Model,
+                "day" => GroupBy::Day,
+                other => return Err(bad(format!("by: must be user, key, model or day, got {other:?}"))),
+            };
+            let time = |f: &str| req.query(f).map(|s| parse_time(s, tz).map_err(bad)).transpose();
+            let (since_ms, until_ms) = (time("since")?, time("until")?);
+            let key_id = req.query("key").map(|k| k.parse::<i64>().map_err(|_| bad("key: a key id"))).transpose()?;
+            let (user, model) = (req.query("user").map(str::to_string), req.query("model").map(str::to_string));
+            let lines = with_db(app, move |c, ops| {
+                let user_id = user.map(|e| ops.user(&e).map(|u| u.id)).transpose()?;
+                let filter = UsageFilter { user_id, key_id, model, since_ms, until_ms };
+                Ok(billing::usage_report(c, &filter, group, tz)?)
+            })
+            .await?;
+            let total_cost: i64 = lines.iter().map(|l| l.cost).sum();
+            let total_requests: i64 = lines.iter().map(|l| l.requests).sum();
+            let rows: Vec<Value> = lines
+                .iter()
+                .map(|l| {
+                    let mut v = json!(l);
+                    v["cost"] = json!(format_credits(l.cost));
+                    v
+                })
+                .collect();
+            ok(json!({"rows": rows, "total": {"requests": total_requests, "cost": format_credits(total_cost)}}))
+        }
+        ("GET", ["admin", "audit"]) => {
+            let limit: i64 = req.query("limit").and_then(|l| l.parse().ok()).unwrap_or(100);
+            let rows = with_db(app, move |c, _| Ok(billing::audit_log(c, limit)?)).await?;
+            ok(json!({"entries": rows}))
+        }
+        _ => {
+            Err(AdminError(StatusCode::NOT_FOUND, format!("no admin route {} /{}", req.method, req.segments.join("/"))))
+        }
+    }
+}
