@@ -25,7 +25,10 @@ fn check_reports_every_error_with_its_path() {
     assert!(err.contains("channels[0].kind: must be openai, openai-chat or anthropic, got \"gemini\""), "{err}");
     assert!(err.contains("channels[0].models[0]: model \"m\" is not declared under models"), "{err}");
 
-    let out = Command::new(BIN).args(["check", "-c", concat!(env!("CARGO_MANIFEST_DIR"), "/conf/codex-proxy.yaml")]).output().unwrap();
+    let out = Command::new(BIN)
+        .args(["check", "-c", concat!(env!("CARGO_MANIFEST_DIR"), "/conf/codex-proxy.yaml")])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
 
@@ -113,6 +116,11 @@ async fn demo_mode_answers_every_endpoint_without_keys() {
     for (k, v) in env {
         cmd.env(k, v);
     }
+    assert!(cmd.args(["credits", "add", "demo@x.io", "5", "-c"]).arg(&conf_path).status().unwrap().success());
+    let mut cmd = Command::new(BIN);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
     let out = cmd.args(["keys", "create", "demo@x.io", "-c"]).arg(&conf_path).output().unwrap();
     let key = String::from_utf8(out.stdout).unwrap().lines().last().unwrap().to_string();
     let gw = Gateway::start_in(dir, &shipped, &env);
@@ -122,12 +130,21 @@ async fn demo_mode_answers_every_endpoint_without_keys() {
     assert_eq!(s, 200);
     assert!(json(&body)["data"][0]["owned_by"].as_str().unwrap().starts_with("codex-proxy-demo"));
     let cases = [
-        ("/v1/chat/completions", json!({"model": "gpt-4o-mini", "stream": true, "messages": [{"role": "user", "content": "hi"}]})),
+        (
+            "/v1/chat/completions",
+            json!({"model": "gpt-4o-mini", "stream": true, "messages": [{"role": "user", "content": "hi"}]}),
+        ),
         ("/v1/chat/completions", json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]})),
         ("/v1/responses", json!({"model": "gpt-5.1-codex", "stream": true, "input": "hi"})),
         ("/v1/embeddings", json!({"input": "hi"})),
-        ("/v1/messages", json!({"model": "claude-sonnet-4-6", "max_tokens": 20, "stream": true, "messages": [{"role": "user", "content": "hi"}]})),
-        ("/v1/messages/count_tokens", json!({"model": "claude-haiku-4-5", "messages": [{"role": "user", "content": "hi"}]})),
+        (
+            "/v1/messages",
+            json!({"model": "claude-sonnet-4-6", "max_tokens": 20, "stream": true, "messages": [{"role": "user", "content": "hi"}]}),
+        ),
+        (
+            "/v1/messages/count_tokens",
+            json!({"model": "claude-haiku-4-5", "messages": [{"role": "user", "content": "hi"}]}),
+        ),
     ];
     for (path, body) in cases {
         let (s, _, text) = post(&gw, path, &key, &body).await;

@@ -55,6 +55,17 @@ channels:
     )
 }
 
+/// The admin token test configs with an admin listener use.
+pub const ADMIN_TOKEN: &str = "test-admin-token-0123456789";
+
+/// `conf()` plus plans, billing settings and an admin API on a free port.
+pub fn billing_conf(fake: &FakeUpstream, billing: &str, plans: &str) -> String {
+    conf(fake).replace(
+        "admin:\n  listen: \"off\"",
+        &format!("admin:\n  listen: 127.0.0.1:0\n  token: {ADMIN_TOKEN}\nbilling:\n{billing}\nplans:\n{plans}"),
+    )
+}
+
 pub fn fake() -> FakeUpstream {
     FakeUpstream::start(FakeOptions::default()).expect("fake upstream")
 }
@@ -62,6 +73,7 @@ pub fn fake() -> FakeUpstream {
 pub struct Gateway {
     child: Option<Child>,
     pub addr: SocketAddr,
+    pub admin: Option<SocketAddr>,
     pub dir: tempfile::TempDir,
     pub conf: PathBuf,
     pub stderr: PathBuf,
@@ -114,7 +126,8 @@ impl Gateway {
             }
         };
         let addr = ready["listen"][0].as_str().expect("listen address").parse().expect("socket address");
-        Gateway { child: Some(child), addr, dir, conf, stderr }
+        let admin = ready["admin"].as_str().map(|a| a.parse().expect("admin address"));
+        Gateway { child: Some(child), addr, admin, dir, conf, stderr }
     }
 
     pub fn url(&self, path: &str) -> String {
@@ -123,6 +136,22 @@ impl Gateway {
 
     pub fn data_dir(&self) -> PathBuf {
         self.dir.path().join("data")
+    }
+
+    /// The admin token (configured, or generated into the data directory).
+    pub fn admin_token(&self) -> String {
+        std::fs::read_to_string(self.data_dir().join("admin.token")).unwrap_or_else(|_| ADMIN_TOKEN.to_string())
+    }
+
+    /// Calls the admin API with the right token; returns status and body.
+    pub async fn admin(&self, method: &str, path: &str, body: Option<Value>) -> (u16, String) {
+        let url = format!("http://{}{}", self.admin.expect("admin API enabled"), path);
+        let mut rb = client().request(method.parse().unwrap(), url).bearer_auth(self.admin_token());
+        if let Some(b) = body {
+            rb = rb.json(&b);
+        }
+        let r = rb.send().await.expect("admin request");
+        (r.status().as_u16(), r.text().await.unwrap_or_default())
     }
 
     /// Runs a CLI subcommand against this gateway's conf.
@@ -236,9 +265,13 @@ pub fn cli(conf: &Path, args: &[&str]) -> Output {
     Command::new(BIN).args(args).arg("-c").arg(conf).output().expect("run cli")
 }
 
-/// Creates the user if needed and a key; returns the plaintext key.
+/// Creates the user if needed (with 100 credits) and a key; returns the
+/// plaintext key.
 pub fn create_key(conf: &Path, email: &str) -> String {
-    let _ = cli(conf, &["users", "add", email]);
+    if cli(conf, &["users", "add", email]).status.success() {
+        let out = cli(conf, &["credits", "add", email, "100", "--reason", "test"]);
+        assert!(out.status.success(), "credits add failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
     let out = cli(conf, &["keys", "create", email]);
     assert!(out.status.success(), "keys create failed: {}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8(out.stdout).expect("utf8");
@@ -285,4 +318,30 @@ pub fn sse_events(body: &str) -> Vec<(Option<String>, String)> {
             (name, data.join("\n"))
         })
         .collect()
+}
+
+/// Sends a POST over a raw TCP connection, reads at least `read_bytes` of the
+/// response, then closes the socket (a client hanging up mid-response).
+pub async fn post_and_hang_up(gw: &Gateway, path: &str, key: &str, body: &Value, read_bytes: usize) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let body = serde_json::to_vec(body).expect("json");
+    let mut s = tokio::net::TcpStream::connect(gw.addr).await.expect("connect");
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {}\r\nAuthorization: Bearer {key}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+        gw.addr,
+        body.len()
+    );
+    s.write_all(head.as_bytes()).await.expect("write head");
+    s.write_all(&body).await.expect("write body");
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    while got.len() < read_bytes {
+        let n = s.read(&mut buf).await.expect("read");
+        if n == 0 {
+            break;
+        }
+        got.extend_from_slice(&buf[..n]);
+    }
+    drop(s);
+    String::from_utf8_lossy(&got).into_owned()
 }

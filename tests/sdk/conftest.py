@@ -106,6 +106,7 @@ def stack():
     with open(conf, "w") as f:
         f.write(CONF.format(data=os.path.join(tmp, "data"), fake=fake_addr))
     subprocess.run([BIN, "users", "add", "sdk@example.com", "-c", conf], check=True, capture_output=True)
+    subprocess.run([BIN, "credits", "add", "sdk@example.com", "100", "-c", conf], check=True, capture_output=True)
     key = subprocess.run(
         [BIN, "keys", "create", "sdk@example.com", "-c", conf], check=True, capture_output=True, text=True
     ).stdout.strip().splitlines()[-1]
