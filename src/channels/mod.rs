@@ -1,16 +1,24 @@
 //! Upstream channels: what each speaks and serves, where it is (addresses
-//! resolved off the request path), and how to reach it (`HttpPeer`).
+//! resolved off the request path), its live health, and how requests pick one
+//! (per-model Pingora pools with priority tiers and weights, session affinity,
+//! never the same channel twice for one request).
 
+mod affinity;
+pub mod health;
+mod pool;
 mod resolve;
-mod select;
+pub mod state;
 
+pub use affinity::Affinity;
+pub use pool::Pools;
 pub use resolve::Resolver;
-pub use select::Selection;
 
 use crate::api::{Endpoint, Protocol};
 use crate::config::{BaseUrl, ChannelConfig, ChannelKind, Config};
 use arc_swap::ArcSwap;
+use pingora::http::RequestHeader;
 use pingora::upstreams::peer::HttpPeer;
+use state::ChannelState;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -25,6 +33,7 @@ pub struct Channel {
     pub cfg: ChannelConfig,
     /// Whether this channel points at the built-in demo upstream.
     pub demo: bool,
+    pub state: ChannelState,
     /// Resolved addresses of `cfg.base_url.host`, refreshed in the background.
     addrs: ArcSwap<Vec<SocketAddr>>,
     next_addr: AtomicUsize,
@@ -39,7 +48,14 @@ impl Channel {
             .parse::<std::net::IpAddr>()
             .map(|ip| vec![SocketAddr::new(ip, cfg.base_url.port)])
             .unwrap_or_default();
-        Channel { index, cfg, demo, addrs: ArcSwap::from_pointee(addrs), next_addr: AtomicUsize::new(0) }
+        Channel {
+            index,
+            cfg,
+            demo,
+            state: ChannelState::new(),
+            addrs: ArcSwap::from_pointee(addrs),
+            next_addr: AtomicUsize::new(0),
+        }
     }
 
     pub fn name(&self) -> &str {
@@ -78,6 +94,26 @@ impl Channel {
         &self.cfg.base_url
     }
 
+    /// Puts the channel's own credential on an upstream request.
+    pub fn apply_auth(&self, req: &mut RequestHeader) -> pingora::Result<()> {
+        let key = self.cfg.api_key.expose();
+        match self.kind() {
+            ChannelKind::Anthropic => {
+                req.insert_header("x-api-key", key)?;
+                if !req.headers.contains_key("anthropic-version") {
+                    req.insert_header("anthropic-version", "2023-06-01")?;
+                }
+            }
+            ChannelKind::OpenAi | ChannelKind::OpenAiChat => {
+                req.insert_header("authorization", format!("Bearer {key}"))?;
+            }
+        }
+        for (k, v) in &self.cfg.headers {
+            req.insert_header(k.clone(), v.as_str())?;
+        }
+        Ok(())
+    }
+
     pub fn addrs(&self) -> Arc<Vec<SocketAddr>> {
         self.addrs.load_full()
     }
@@ -89,11 +125,19 @@ impl Channel {
     /// A peer for the next resolved address (round robin), or `None` while the
     /// host name is unresolved.
     pub fn peer(&self) -> Option<HttpPeer> {
+        self.peers().into_iter().next()
+    }
+
+    /// Peers for every resolved address, starting at the next one in rotation:
+    /// a connect failure on one address (say, IPv6 unreachable) moves on to
+    /// the next before the channel counts as failed.
+    pub fn peers(&self) -> Vec<HttpPeer> {
         let addrs = self.addrs.load();
-        if addrs.is_empty() {
-            return None;
-        }
-        let addr = addrs[self.next_addr.fetch_add(1, Ordering::Relaxed) % addrs.len()];
+        let start = self.next_addr.fetch_add(1, Ordering::Relaxed);
+        (0..addrs.len()).map(|i| self.peer_for(addrs[(start + i) % addrs.len()])).collect()
+    }
+
+    fn peer_for(&self, addr: SocketAddr) -> HttpPeer {
         let url = &self.cfg.base_url;
         // SNI is the host name: an empty SNI would disable certificate checks.
         let mut peer = HttpPeer::new(addr, url.tls, url.host.clone());
@@ -104,7 +148,7 @@ impl Channel {
         peer.options.write_timeout = Some(t.idle);
         // Keep each channel's connections apart (two accounts on one host).
         peer.group_key = self.index as u64 + 1;
-        Some(peer)
+        peer
     }
 
     pub fn pool_idle_timeout(&self) -> Duration {
@@ -112,16 +156,19 @@ impl Channel {
     }
 }
 
-/// Every configured channel.
+/// Every configured channel, their pools and the affinity table.
 pub struct Channels {
     list: Vec<Arc<Channel>>,
+    pools: Pools,
+    affinity: Affinity,
 }
 
 impl Channels {
-    /// Builds channels from config. With `demo`, every channel is pointed at the
-    /// built-in fake upstream at that address (keeping its kind and models).
-    pub fn build(cfg: &Config, demo: Option<SocketAddr>) -> Channels {
-        let list = cfg
+    /// Builds channels and pools from config. With `demo`, every channel is
+    /// pointed at the built-in fake upstream at that address (keeping its kind
+    /// and models).
+    pub fn build(cfg: &Config, demo: Option<SocketAddr>) -> std::io::Result<Channels> {
+        let list: Vec<Arc<Channel>> = cfg
             .channels
             .iter()
             .enumerate()
@@ -136,11 +183,22 @@ impl Channels {
                 Arc::new(Channel::new(i, c, demo.is_some()))
             })
             .collect();
-        Channels { list }
+        let registry = Arc::new(pingora::lb::HealthRegistry::new());
+        registry.set_health_check(Box::new(health::Probe::new()));
+        // Building a pool runs its (static) discovery once: a throwaway
+        // runtime here, before the server forks or starts its own.
+        let rt = tokio::runtime::Builder::new_current_thread().build()?;
+        let pools = rt.block_on(Pools::build(&list, registry)).map_err(|e| std::io::Error::other(e.to_string()))?;
+        let affinity = Affinity::new(cfg.routing.affinity_max_entries, cfg.routing.affinity_ttl);
+        Ok(Channels { list, pools, affinity })
     }
 
     pub fn all(&self) -> &[Arc<Channel>] {
         &self.list
+    }
+
+    pub fn pools(&self) -> &Pools {
+        &self.pools
     }
 
     pub fn by_name(&self, name: &str) -> Option<&Arc<Channel>> {
@@ -159,5 +217,65 @@ impl Channels {
     /// Whether any usable channel serves `model`, whatever it speaks.
     pub fn serves_model(&self, model: &str) -> bool {
         self.list.iter().any(|c| c.usable() && c.upstream_model(model).is_some())
+    }
+
+    /// Starts picking channels for one request of `model`.
+    pub fn picker<'a>(
+        &'a self,
+        model: &'a str,
+        accept: Box<dyn Fn(&Channel) -> bool + Send + Sync + 'a>,
+        affinity: Option<u64>,
+    ) -> Picker<'a> {
+        let now = crate::store::now_ms();
+        let preferred = affinity.and_then(|k| self.affinity.get(k, now));
+        Picker { channels: self, model, accept, affinity, preferred, tried: Vec::new() }
+    }
+}
+
+/// The channels one request may still try.
+pub struct Picker<'a> {
+    channels: &'a Channels,
+    model: &'a str,
+    accept: Box<dyn Fn(&Channel) -> bool + Send + Sync + 'a>,
+    affinity: Option<u64>,
+    preferred: Option<usize>,
+    tried: Vec<usize>,
+}
+
+impl Picker<'_> {
+    /// The next channel to try: the conversation's channel while it is
+    /// available, else the first priority tier with an available channel,
+    /// weighted; never one already tried. `None` when nothing is left.
+    pub fn next_channel(&mut self) -> Option<Arc<Channel>> {
+        let now = crate::store::now_ms();
+        let ok = |c: &Channel, healthy: bool| {
+            healthy && !self.tried.contains(&c.index) && c.state.check(now).is_ok() && (self.accept)(c)
+        };
+        if let Some(p) = self.preferred.take() {
+            if let Some(c) = self.channels.list.get(p).filter(|c| c.upstream_model(self.model).is_some() && ok(c, true))
+            {
+                self.tried.push(c.index);
+                return Some(c.clone());
+            }
+        }
+        for tier in self.channels.pools.tiers(self.model) {
+            if let Some(c) = tier.pick(&|c, healthy| ok(c, healthy)) {
+                self.tried.push(c.index);
+                return Some(c);
+            }
+        }
+        None
+    }
+
+    /// How many channels were handed out.
+    pub fn tried(&self) -> usize {
+        self.tried.len()
+    }
+
+    /// Records that `channel` served this conversation.
+    pub fn remember(&self, channel: &Channel) {
+        if let Some(k) = self.affinity {
+            self.channels.affinity.put(k, channel.index, crate::store::now_ms());
+        }
     }
 }

@@ -581,7 +581,11 @@ pub fn validate(file: FileConfig, conf_dir: &Path) -> Result<Config, ConfigError
         let h = &ch.health_check;
         let health = HealthCheck {
             enabled: h.enabled.unwrap_or(true),
-            path: h.path.clone().unwrap_or_else(|| "/models".into()),
+            // Base URLs of OpenAI kinds end in /v1, Anthropic ones do not.
+            path: h
+                .path
+                .clone()
+                .unwrap_or_else(|| if kind == ChannelKind::Anthropic { "/v1/models" } else { "/models" }.into()),
             interval: h.interval.map(|d| d.0).unwrap_or(Duration::from_secs(30)),
             timeout: h.timeout.map(|d| d.0).unwrap_or(Duration::from_secs(5)),
             failures: c.u64(&format!("{path}.health_check.failures"), h.failures, 3, 1, 100) as u32,
