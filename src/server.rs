@@ -30,6 +30,8 @@ pub enum ServeError {
     AccessLog { path: String, source: std::io::Error },
     #[error("TLS listener {addr}: {message}")]
     Tls { addr: SocketAddr, message: String },
+    #[error("cannot build the channel pools: {source}")]
+    Channels { source: std::io::Error },
     #[error("cannot write the generated admin token: {source}")]
     AdminToken { source: std::io::Error },
 }
@@ -74,7 +76,10 @@ pub fn serve(cfg: Config, opts: ServeOptions) -> Result<(), ServeError> {
         }
         None
     };
-    let channels = Arc::new(Channels::build(&cfg, demo_listener.as_ref().map(|(_, a)| *a)));
+    let channels = Arc::new(
+        Channels::build(&cfg, demo_listener.as_ref().map(|(_, a)| *a))
+            .map_err(|source| ServeError::Channels { source })?,
+    );
     Resolver::resolve_all(&channels);
 
     let (writer, writer_task) = Writer::channel();
@@ -180,6 +185,13 @@ pub fn serve(cfg: Config, opts: ServeOptions) -> Result<(), ServeError> {
         ));
     }
     server.add_service(background_service("resolver", Resolver::new(channels.clone(), Duration::from_secs(60))));
+    // One health-check loop for every pool (they share the registry).
+    if let Some(tick) = crate::channels::health::tick(channels.all()) {
+        let mut hc = pingora::lb::HealthCheckService::new(channels.pools().registry().clone());
+        hc.health_check_frequency = Some(tick);
+        hc.parallel_health_check = true;
+        server.add_service(background_service("health-check", hc));
+    }
     server.add_service(background_service("log-reopen", LogReopener(app.clone())));
     if let Some((listener, _)) = demo_listener {
         server.add_service(background_service("demo-upstream", DemoUpstream(Mutex::new(Some(listener)))));
@@ -187,7 +199,13 @@ pub fn serve(cfg: Config, opts: ServeOptions) -> Result<(), ServeError> {
     let addrs: Vec<SocketAddr> = bound.iter().map(|b| b.addr).filter(|a| Some(*a) != admin_addr).collect();
     server.add_service(background_service(
         "ready",
-        Ready { addrs, admin: admin_addr, demo, placeholders: Mutex::new(bound) },
+        Ready {
+            addrs,
+            admin: admin_addr,
+            admin_addr_file: cfg.data_dir.join("admin.addr"),
+            demo,
+            placeholders: Mutex::new(bound),
+        },
     ));
 
     server.bootstrap();
@@ -244,6 +262,7 @@ impl BackgroundService for DemoUpstream {
 struct Ready {
     addrs: Vec<SocketAddr>,
     admin: Option<SocketAddr>,
+    admin_addr_file: std::path::PathBuf,
     demo: bool,
     placeholders: Mutex<Vec<Bound>>,
 }
@@ -258,6 +277,12 @@ impl BackgroundService for Ready {
         }
         // Pingora holds the ports now; the placeholders can go.
         self.placeholders.lock().clear();
+        // The CLI finds an OS-picked admin port here.
+        if let Some(admin) = self.admin {
+            if let Err(e) = std::fs::write(&self.admin_addr_file, admin.to_string()) {
+                log::warn!("cannot write {}: {e}", self.admin_addr_file.display());
+            }
+        }
         let line = serde_json::json!({
             "event": "ready",
             "listen": self.addrs.iter().map(|a| a.to_string()).collect::<Vec<_>>(),

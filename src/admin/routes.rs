@@ -106,6 +106,34 @@ fn user_summary(app: &App, conn: &Connection, u: &sql::UserRow) -> Result<Value,
     }))
 }
 
+/// A channel's configuration and live state.
+pub fn channel_json(c: &crate::channels::Channel) -> Value {
+    let now = store::now_ms();
+    let v = c.state.view(now);
+    json!({
+        "name": c.name(),
+        "kind": c.kind().as_str(),
+        "base_url": c.base_url().to_string(),
+        "usable": c.usable(),
+        "demo": c.demo,
+        "models": c.cfg.models,
+        "weight": c.cfg.weight,
+        "priority": c.cfg.priority,
+        "addresses": c.addrs().iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+        "health_check": {"enabled": c.cfg.health.enabled, "path": c.cfg.health.path,
+            "interval_ms": c.cfg.health.interval.as_millis() as u64, "last_probe": when(Some(c.state.last_probe_ms()).filter(|t| *t > 0))},
+        "healthy": v.healthy,
+        "status": v.status,
+        "auth_failed": v.auth_failed,
+        "disabled": v.disabled,
+        "cooldown_until": when(v.cooldown_until_ms),
+        "ejected_until": when(v.ejected_until_ms),
+        "in_flight": v.inflight,
+        "last_error": v.last_error,
+        "recent_errors": v.recent_errors.iter().map(|e| json!({"at": when(Some(e.at_ms)), "message": e.message})).collect::<Vec<_>>(),
+    })
+}
+
 pub async fn route(app: &Arc<App>, req: Req) -> AdminResult {
     let seg: Vec<&str> = req.segments.iter().map(String::as_str).collect();
     let tz = app.config.billing.utc_offset_secs;
@@ -287,6 +315,25 @@ pub async fn route(app: &Arc<App>, req: Req) -> AdminResult {
                 })
                 .collect();
             ok(json!({"rows": rows, "total": {"requests": total_requests, "cost": format_credits(total_cost)}}))
+        }
+        ("GET", ["admin", "channels"]) => {
+            ok(json!({"channels": app.channels.all().iter().map(|c| channel_json(c)).collect::<Vec<_>>()}))
+        }
+        ("POST", ["admin", "channels", name, action @ ("enable" | "disable")]) => {
+            let ch = app
+                .channels
+                .by_name(name)
+                .ok_or_else(|| AdminError(StatusCode::NOT_FOUND, format!("no channel {name:?}")))?;
+            if *action == "enable" {
+                ch.state.enable();
+                log::warn!("channel {} enabled by an operator", ch.name());
+            } else {
+                ch.state.disable();
+                log::warn!("channel {} disabled by an operator", ch.name());
+            }
+            let (name, what) = (ch.name().to_string(), format!("channel.{action}"));
+            with_db(app, move |c, _| Ok(billing::audit(c, ACTOR, &what, &name, "{}")?)).await?;
+            ok(channel_json(ch))
         }
         ("GET", ["admin", "audit"]) => {
             let limit: i64 = req.query("limit").and_then(|l| l.parse().ok()).unwrap_or(100);

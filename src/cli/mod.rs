@@ -3,6 +3,7 @@
 //! notices their changes within a second (`PRAGMA data_version`).
 
 mod accounts;
+mod channels;
 
 use crate::config::{self, Config};
 use clap::{Parser, Subcommand};
@@ -79,6 +80,11 @@ pub enum Command {
         #[arg(long, default_value_t = 50)]
         limit: i64,
     },
+    /// Channel health of the running gateway (through the admin API).
+    Channels {
+        #[command(subcommand)]
+        command: channels::ChannelsCommand,
+    },
     /// The admin audit trail (every account change, who and when).
     Audit {
         #[arg(long, default_value_t = 50)]
@@ -126,6 +132,7 @@ pub fn main() -> ExitCode {
         Command::Codes { command } => load(&cli.config).and_then(|cfg| accounts::codes(&cfg, command)),
         Command::Usage(args) => load(&cli.config).and_then(|cfg| accounts::usage(&cfg, args)),
         Command::Ledger { email, limit } => load(&cli.config).and_then(|cfg| accounts::ledger(&cfg, &email, limit)),
+        Command::Channels { command } => load(&cli.config).and_then(|cfg| channels::channels(&cfg, command)),
         Command::Audit { limit } => load(&cli.config).and_then(|cfg| accounts::audit(&cfg, limit)),
     };
     match result {
@@ -143,7 +150,7 @@ fn fake_upstream(
     key: Option<String>,
     threads: usize,
 ) -> Result<(), String> {
-    let opts = crate::fake_upstream::FakeOptions { chat_only, expected_key: key, max_recorded: 0 };
+    let opts = crate::fake_upstream::FakeOptions { chat_only, expected_key: key, ..Default::default() };
     let fake = crate::fake_upstream::FakeUpstream::start_on(listen, opts, threads)
         .map_err(|e| format!("cannot listen on {listen}: {e}"))?;
     println!("{}", serde_json::json!({"event": "ready", "listen": fake.addr.to_string()}));

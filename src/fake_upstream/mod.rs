@@ -41,6 +41,30 @@ pub struct FakeOptions {
     pub expected_key: Option<String>,
     /// Remember at most this many requests (0: the default of 10,000).
     pub max_recorded: usize,
+    /// Serve HTTPS with this certificate chain and key (PEM).
+    pub tls: Option<TlsIdentity>,
+}
+
+#[derive(Debug, Clone)]
+pub struct TlsIdentity {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+fn tls_acceptor(id: &TlsIdentity) -> std::io::Result<tokio_rustls::TlsAcceptor> {
+    use tokio_rustls::rustls;
+    let bad = |e: String| std::io::Error::new(std::io::ErrorKind::InvalidInput, e);
+    let certs = rustls_pemfile::certs(&mut id.cert_pem.as_bytes()).collect::<Result<Vec<_>, _>>()?;
+    let key = rustls_pemfile::private_key(&mut id.key_pem.as_bytes())?.ok_or_else(|| bad("no private key".into()))?;
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad(e.to_string()))?
+        .with_no_client_auth()
+        .with_single_cert(certs, key)
+        .map_err(|e| bad(e.to_string()))?;
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
 }
 
 /// State shared by every connection of one fake upstream.
@@ -133,9 +157,13 @@ impl FakeUpstream {
         Ok(FakeUpstream { addr, state, stop: Some(stop_tx), thread: Some(thread) })
     }
 
-    /// `http://127.0.0.1:PORT`
+    /// `http://127.0.0.1:PORT` (`https://localhost:PORT` when serving TLS).
     pub fn url(&self) -> String {
-        format!("http://{}", self.addr)
+        if self.state.opts.lock().tls.is_some() {
+            format!("https://localhost:{}", self.addr.port())
+        } else {
+            format!("http://{}", self.addr)
+        }
     }
 
     pub fn script(&self, b: Behavior) {
@@ -166,6 +194,7 @@ pub async fn serve(
 ) -> std::io::Result<()> {
     listener.set_nonblocking(true)?;
     let listener = tokio::net::TcpListener::from_std(listener)?;
+    let tls = state.opts.lock().tls.as_ref().map(tls_acceptor).transpose()?;
     tokio::pin!(shutdown);
     loop {
         let (stream, _) = tokio::select! {
@@ -181,12 +210,21 @@ pub async fn serve(
         };
         let _ = stream.set_nodelay(true);
         let st = state.clone();
+        let tls = tls.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req| handle(st.clone(), req));
-            let conn = hyper::server::conn::http1::Builder::new()
-                .keep_alive(true)
-                .serve_connection(hyper_util::rt::TokioIo::new(stream), service);
-            let _ = conn.await;
+            let mut builder = hyper::server::conn::http1::Builder::new();
+            match tls {
+                Some(acceptor) => {
+                    let Ok(stream) = acceptor.accept(stream).await else { return };
+                    let _ =
+                        builder.keep_alive(true).serve_connection(hyper_util::rt::TokioIo::new(stream), service).await;
+                }
+                None => {
+                    let _ =
+                        builder.keep_alive(true).serve_connection(hyper_util::rt::TokioIo::new(stream), service).await;
+                }
+            }
         });
     }
 }
@@ -478,6 +516,8 @@ fn stream_response(status: u16, events: Vec<String>, b: &Behavior) -> Response<B
     tokio::spawn(async move {
         for (i, ev) in events.into_iter().enumerate() {
             if cut_after == Some(i) {
+                // Let what was sent reach the peer before the connection breaks.
+                tokio::time::sleep(Duration::from_millis(50)).await;
                 let _ = tx.send(Err(std::io::Error::other("scripted cut"))).await;
                 return;
             }

@@ -1,9 +1,14 @@
 //! The upstream exchange ("manual mode", see `pingora-notes.md` §4.4): the
 //! request body is already in memory, so `request_filter` drives the upstream
 //! call itself through the shared `Connector`. That sidesteps Pingora 0.9.1's
-//! hang on pre-read bodies over 64 KiB and gives a plain retry loop: channels
-//! are tried in turn until one answers, and nothing reaches the client before
-//! an upstream has answered with a non-retryable status.
+//! hang on pre-read bodies over 64 KiB and gives a plain failover loop.
+//!
+//! Failover happens only before the first byte reaches the client: connect
+//! errors, timeouts before headers, 429, 5xx, the channel's own key refused
+//! (401/403), and an error event before any content in a 2xx stream (the head
+//! of a stream is held until its first content event for that). Each failure
+//! also feeds the channel's passive health. Once the client has a status line,
+//! an upstream failure ends the stream with the client protocol's error event.
 
 use super::ctx::RequestCtx;
 use crate::access_log::AttemptLog;
@@ -11,8 +16,7 @@ use crate::api::body::rewrite_for_upstream;
 use crate::api::{Endpoint, ErrorShape, Protocol};
 use crate::app::App;
 use crate::billing::estimate;
-use crate::channels::{Channel, Selection};
-use crate::config::ChannelKind;
+use crate::channels::{state::rate_limit_reset, Channel, Picker};
 use crate::convert::passthrough::{JsonPassthrough, SsePassthrough};
 use crate::convert::Relay;
 use crate::error::GatewayError;
@@ -36,12 +40,24 @@ pub struct Outbound {
     pub client_wants_usage: bool,
 }
 
+/// What a failed attempt says about the channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Signal {
+    /// Connect error, timeout, 5xx, error event before content: counts toward
+    /// ejection over the failure window.
+    Failure,
+    /// 429: cool down until the reset time (Unix ms), or the default.
+    RateLimited(Option<i64>),
+    /// 401/403: the channel's own key is bad.
+    AuthRefused,
+}
+
 /// How one attempt on one channel ended.
 enum Attempt {
     /// A response (of any status) was delivered to the client.
     Delivered,
     /// Nothing reached the client; the next channel may try.
-    Retry { status: Option<u16>, reason: String, retry_after: Option<u64> },
+    Retry { status: Option<u16>, reason: String, signal: Signal },
     /// The client went away.
     ClientGone,
 }
@@ -93,38 +109,114 @@ fn drop_response_header(name: &str) -> bool {
         || name.starts_with("cf-")
 }
 
+/// Counts a request in flight on a channel for as long as it lives.
+struct OnChannel<'a>(&'a Channel);
+
+impl<'a> OnChannel<'a> {
+    fn new(ch: &'a Channel) -> Self {
+        ch.state.begin();
+        OnChannel(ch)
+    }
+}
+
+impl Drop for OnChannel<'_> {
+    fn drop(&mut self) {
+        self.0.state.end();
+    }
+}
+
 pub async fn run(
     app: &App,
     session: &mut Session,
     ctx: &mut RequestCtx,
     out: Outbound,
-    mut selection: Selection,
+    mut picker: Picker<'_>,
 ) -> Result<(), GatewayError> {
-    let mut last = String::from("no channel was tried");
-    let mut retry_after = None;
+    let mut last = String::new();
+    let mut retry_after: Option<u64> = None;
     for _ in 0..app.config.routing.max_attempts {
-        let Some(channel) = selection.take_next() else { break };
+        let Some(channel) = picker.next_channel() else {
+            if picker.tried() == 0 {
+                return Err(GatewayError::NoChannel { model: out.model, detail: String::new() });
+            }
+            break;
+        };
         let started = Instant::now();
-        match attempt(app, session, ctx, &channel, &out).await {
-            Attempt::Delivered => return Ok(()),
+        let result = attempt(app, session, ctx, &channel, &out).await;
+        let ms = started.elapsed().as_millis() as u64;
+        match result {
+            Attempt::Delivered => {
+                channel.state.record_success();
+                ctx.attempts.push(AttemptLog {
+                    channel: channel.name().into(),
+                    status: ctx.upstream_status,
+                    error: None,
+                    ms,
+                });
+                picker.remember(&channel);
+                return Ok(());
+            }
             Attempt::ClientGone => {
                 ctx.error_kind = Some("client_disconnected");
                 return Ok(());
             }
-            Attempt::Retry { status, reason, retry_after: ra } => {
+            Attempt::Retry { status, reason, signal } => {
                 log::warn!("{}: channel {} failed: {reason}", ctx.request_id, channel.name());
+                let now = crate::store::now_ms();
+                if let Some(wait) = apply_signal(app, &channel, signal, &reason, now) {
+                    retry_after = Some(retry_after.map_or(wait, |r| r.min(wait)));
+                }
                 ctx.attempts.push(AttemptLog {
-                    channel: channel.name().to_string(),
+                    channel: channel.name().into(),
                     status,
                     error: Some(reason.clone()),
-                    ms: started.elapsed().as_millis() as u64,
+                    ms,
                 });
                 last = format!("{}: {reason}", channel.name());
-                retry_after = ra.or(retry_after);
             }
         }
     }
     Err(GatewayError::AllChannelsFailed { model: out.model, last, retry_after: retry_after.unwrap_or(1) })
+}
+
+/// Applies a failure to the channel's passive health; returns the seconds a
+/// client should wait when the channel is cooling down.
+fn apply_signal(app: &App, ch: &Channel, signal: Signal, reason: &str, now: i64) -> Option<u64> {
+    let r = &app.config.routing;
+    match signal {
+        Signal::Failure => {
+            if ch.state.record_failure(now, reason, r.failure_window, r.failure_threshold, r.ejection_time) {
+                log::error!(
+                    "channel {} ejected for {:?}: {} failures within {:?} (last: {reason})",
+                    ch.name(),
+                    r.ejection_time,
+                    r.failure_threshold,
+                    r.failure_window
+                );
+            }
+            None
+        }
+        Signal::RateLimited(until) => {
+            let default = now + r.default_cooldown.as_millis() as i64;
+            // Bounded: a bogus header must not take a channel away for days.
+            let until = until.unwrap_or(default).clamp(now + 1_000, now + 3_600_000);
+            if ch.state.cool_down(now, until, reason) {
+                log::warn!("channel {} rate limited: cooling down for {}s", ch.name(), (until - now) / 1000);
+            }
+            Some(((until - now + 999) / 1000) as u64)
+        }
+        Signal::AuthRefused => {
+            if ch.state.auth_failure(now, reason) {
+                log::error!(
+                    "channel {} DISABLED: the upstream refused its API key ({reason}); it returns when a health check \
+                     passes or an operator re-enables it (POST /admin/channels/{}/enable)",
+                    ch.name(),
+                    ch.name()
+                );
+            }
+            None
+        }
+    }
 }
 
 fn request_header(
@@ -140,40 +232,53 @@ fn request_header(
             req.append_header(name.clone(), value.clone()).map_err(|e| e.to_string())?;
         }
     }
-    let key = channel.cfg.api_key.expose();
-    match channel.kind() {
-        ChannelKind::Anthropic => {
-            req.insert_header("x-api-key", key).map_err(|e| e.to_string())?;
-            if !req.headers.contains_key("anthropic-version") {
-                req.insert_header("anthropic-version", "2023-06-01").map_err(|e| e.to_string())?;
-            }
-        }
-        ChannelKind::OpenAi | ChannelKind::OpenAiChat => {
-            req.insert_header("authorization", format!("Bearer {key}")).map_err(|e| e.to_string())?;
-        }
-    }
-    for (k, v) in &channel.cfg.headers {
-        req.insert_header(k.clone(), v.as_str()).map_err(|e| e.to_string())?;
-    }
+    channel.apply_auth(&mut req).map_err(|e| e.to_string())?;
     req.insert_header("host", channel.base_url().authority()).map_err(|e| e.to_string())?;
     req.insert_header("content-length", body_len.to_string()).map_err(|e| e.to_string())?;
     req.insert_header("accept-encoding", "identity").map_err(|e| e.to_string())?;
     Ok(req)
 }
 
-/// Sends the request; on a stale pooled connection (the upstream closed it
-/// while idle) retries once on a fresh one, which is safe: nothing was read.
+/// Connects (trying each resolved address in turn) and sends the request; on
+/// a stale pooled connection (the upstream closed it while idle) retries once
+/// on a fresh one, which is safe: nothing was read. Returns the session and
+/// the peer it is connected to.
 async fn send_request(
+    app: &App,
+    peers: Vec<HttpPeer>,
+    header: &RequestHeader,
+    body: &Bytes,
+    write_timeout: Duration,
+) -> Result<(HttpSession, HttpPeer), String> {
+    let mut last = String::from("no address");
+    for peer in peers {
+        match send_to(app, &peer, header, body, write_timeout).await {
+            Ok(up) => return Ok((up, peer)),
+            Err((e, connected)) => {
+                last = e;
+                if connected {
+                    break;
+                }
+            }
+        }
+    }
+    Err(last)
+}
+
+/// One address; the error says whether a connection was made (then another
+/// address would not help).
+async fn send_to(
     app: &App,
     peer: &HttpPeer,
     header: &RequestHeader,
     body: &Bytes,
     write_timeout: Duration,
-) -> Result<HttpSession, String> {
+) -> Result<HttpSession, (String, bool)> {
     let mut tries = 0;
     loop {
         tries += 1;
-        let (mut up, reused) = app.connector.get_http_session(peer).await.map_err(|e| format!("connect: {e}"))?;
+        let (mut up, reused) =
+            app.connector.get_http_session(peer).await.map_err(|e| (format!("connect: {e}"), false))?;
         up.set_write_timeout(Some(write_timeout));
         let sent = async {
             up.write_request_header(Box::new(header.clone())).await?;
@@ -187,7 +292,7 @@ async fn send_request(
                 log::debug!("stale pooled connection ({e}); reconnecting");
                 up.shutdown().await;
             }
-            Err(e) => return Err(format!("sending request: {e}")),
+            Err(e) => return Err((format!("sending request: {e}"), true)),
         }
     }
 }
@@ -212,13 +317,11 @@ fn error_message(body: &[u8]) -> String {
     parsed.message.chars().take(300).collect()
 }
 
-/// Seconds from a `retry-after` header (delta-seconds form).
-fn retry_after(resp: &ResponseHeader) -> Option<u64> {
-    resp.headers
-        .get("retry-after")
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.trim().parse::<f64>().ok())
-        .map(|s| s.ceil() as u64)
+/// What the first phase of an attempt produced.
+enum Head {
+    /// Bytes (held back while waiting for content) and whether the body ended.
+    Ready(BytesMut, bool),
+    Retry(Attempt),
 }
 
 async fn attempt(
@@ -228,21 +331,23 @@ async fn attempt(
     channel: &Arc<Channel>,
     out: &Outbound,
 ) -> Attempt {
-    let retry = |status: Option<u16>, reason: String| Attempt::Retry { status, reason, retry_after: None };
-    let Some(peer) = channel.peer() else {
-        return retry(None, format!("{} is not resolved", channel.base_url().host));
-    };
+    let _on = OnChannel::new(channel);
+    let fail = |status: Option<u16>, reason: String| Attempt::Retry { status, reason, signal: Signal::Failure };
+    let peers = channel.peers();
+    if peers.is_empty() {
+        return fail(None, format!("{} is not resolved", channel.base_url().host));
+    }
     let upstream_model = channel.upstream_model(&out.model).unwrap_or(&out.model);
     let body = rewrite_for_upstream(out.body.clone(), Some(upstream_model), out.add_include_usage);
     let header = match request_header(session, channel, out, body.len()) {
         Ok(h) => h,
-        Err(e) => return retry(None, format!("building request: {e}")),
+        Err(e) => return fail(None, format!("building request: {e}")),
     };
     let timeouts = channel.cfg.timeouts;
     let deadline = tokio::time::Instant::now() + timeouts.total;
-    let mut up = match send_request(app, &peer, &header, &body, timeouts.idle).await {
-        Ok(up) => up,
-        Err(e) => return retry(None, e),
+    let (mut up, peer) = match send_request(app, peers, &header, &body, timeouts.idle).await {
+        Ok(r) => r,
+        Err(e) => return fail(None, e),
     };
 
     // Wait for the response header, noticing a client that hangs up meanwhile.
@@ -256,26 +361,26 @@ async fn attempt(
     };
     if let Err(e) = head {
         up.shutdown().await;
-        return retry(None, format!("no response header: {e}"));
+        return fail(None, format!("no response header: {e}"));
     }
     let Some(resp) = up.response_header().cloned() else {
-        return retry(None, "no response header".into());
+        return fail(None, "no response header".into());
     };
     let status = resp.status.as_u16();
     ctx.upstream_status = Some(status);
-    if status == 429 || status >= 500 {
+    let signal = match status {
+        429 => Some(Signal::RateLimited(rate_limit_reset(&resp.headers, crate::store::now_ms()))),
+        401 | 403 => Some(Signal::AuthRefused),
+        s if s >= 500 => Some(Signal::Failure),
+        _ => None,
+    };
+    if let Some(signal) = signal {
         let body = read_small_body(&mut up, 16 << 10).await;
         up.shutdown().await;
-        return Attempt::Retry {
-            status: Some(status),
-            reason: format!("upstream answered {status}: {}", error_message(&body)),
-            retry_after: retry_after(&resp),
-        };
+        let reason = format!("upstream answered {status}: {}", error_message(&body));
+        return Attempt::Retry { status: Some(status), reason, signal };
     }
 
-    // Committed: from here on the client gets this upstream's answer.
-    ctx.channel = Some(channel.name().to_string());
-    ctx.ttfb = Some(ctx.started.elapsed());
     let is_sse = resp.headers.get("content-type").is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
     let success = (200..300).contains(&status);
     let mut relay: Box<dyn Relay> = if is_sse && success {
@@ -283,6 +388,22 @@ async fn attempt(
     } else {
         Box::new(JsonPassthrough::new(if success { out.protocol } else { Protocol::CountTokens }))
     };
+    up.set_read_timeout(Some(timeouts.idle));
+    let (held, ended) = if is_sse && success {
+        match hold_head(session, &mut up, relay.as_mut(), deadline).await {
+            Head::Ready(held, ended) => (held, ended),
+            Head::Retry(a) => {
+                up.shutdown().await;
+                return a;
+            }
+        }
+    } else {
+        (BytesMut::new(), false)
+    };
+
+    // Committed: from here on the client gets this upstream's answer.
+    ctx.channel = Some(channel.name().to_string());
+    ctx.ttfb = Some(ctx.started.elapsed());
     if let Err(e) = write_head(session, ctx, &resp, relay.preserves_length()).await {
         log::debug!("{}: client gone before the response header: {e}", ctx.request_id);
         up.shutdown().await;
@@ -292,8 +413,18 @@ async fn attempt(
     if !success {
         ctx.error_kind = Some("upstream_client_error");
     }
-    up.set_read_timeout(Some(timeouts.idle));
-    let mut outcome = pump(session, ctx, &mut up, relay.as_mut(), deadline).await;
+    let mut outcome = if ended {
+        let mut tail = held;
+        tail.extend_from_slice(&relay.finish());
+        match session.write_response_body((!tail.is_empty()).then(|| tail.freeze()), true).await {
+            Ok(()) => Pump::Complete,
+            Err(_) => Pump::ClientGone,
+        }
+    } else if !held.is_empty() && session.write_response_body(Some(held.freeze()), false).await.is_err() {
+        Pump::ClientGone
+    } else {
+        pump(session, ctx, &mut up, relay.as_mut(), deadline).await
+    };
     if matches!(outcome, Pump::ClientGone) && !is_sse {
         // A non-streaming answer is already generated: reading the rest costs
         // the upstream nothing and gives the exact usage to bill.
@@ -313,6 +444,7 @@ async fn attempt(
         }
         Pump::UpstreamFailed(reason) => {
             log::warn!("{}: stream from {} failed: {reason}", ctx.request_id, channel.name());
+            channel.state.note_error(crate::store::now_ms(), &reason);
             ctx.error_kind = Some("upstream_stream_error");
             ctx.error_detail = Some(reason);
             up.shutdown().await;
@@ -323,6 +455,42 @@ async fn attempt(
         }
     }
     Attempt::Delivered
+}
+
+/// Reads a 2xx stream until its first content event, holding what came before
+/// (so an error event that arrives before any content can still fail over).
+async fn hold_head(
+    session: &mut Session,
+    up: &mut HttpSession,
+    relay: &mut dyn Relay,
+    deadline: tokio::time::Instant,
+) -> Head {
+    let mut held = BytesMut::new();
+    loop {
+        if let Some(err) = relay.stream_error().filter(|_| !relay.content_started()) {
+            let reason = format!("error event before any content: {}", err.message);
+            return Head::Retry(Attempt::Retry { status: Some(200), reason, signal: Signal::Failure });
+        }
+        if relay.content_started() {
+            return Head::Ready(held, false);
+        }
+        let next = tokio::select! {
+            r = tokio::time::timeout_at(deadline, up.read_response_body()) => r,
+            _ = session.as_downstream_mut().read_body_or_idle(true) => return Head::Retry(Attempt::ClientGone),
+        };
+        match next {
+            Ok(Ok(Some(chunk))) => held.extend_from_slice(&relay.push(chunk)),
+            Ok(Ok(None)) => return Head::Ready(held, true),
+            Ok(Err(e)) => {
+                let reason = format!("stream failed before any content: {e}");
+                return Head::Retry(Attempt::Retry { status: Some(200), reason, signal: Signal::Failure });
+            }
+            Err(_) => {
+                let reason = "total timeout before any content".to_string();
+                return Head::Retry(Attempt::Retry { status: Some(200), reason, signal: Signal::Failure });
+            }
+        }
+    }
 }
 
 /// Reads the rest of an upstream body nobody will receive, for its usage.

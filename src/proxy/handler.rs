@@ -11,7 +11,7 @@ use crate::api::{self, Endpoint, Protocol, RouteInput};
 use crate::app::App;
 use crate::auth;
 use crate::billing::estimate;
-use crate::channels::Selection;
+use crate::channels::Affinity;
 use crate::error::GatewayError;
 use crate::limits;
 use crate::store::writer::WriteOp;
@@ -176,15 +176,34 @@ async fn llm(
     ctx.quota_headers = account::quota_headers(&ticket);
     ctx.ticket = Some(ticket);
     ctx.body_len = body.len();
+    let affinity = affinity_value(&app.config.routing.affinity_keys, session, &peek)
+        .map(|v| Affinity::key(identity.user.id, &model, &v));
     let out = Outbound {
         endpoint,
         protocol,
-        model,
+        model: model.clone(),
         body,
         // Chat streams only report usage when asked; ask for it, and hide the
         // extra chunk from clients that did not.
         add_include_usage: protocol == Protocol::Chat && stream,
         client_wants_usage: peek.include_usage(),
     };
-    forward::run(app, session, ctx, out, Selection::new(candidates)).await
+    let picker = app.channels.picker(&model, Box::new(move |c| c.speaks(protocol)), affinity);
+    forward::run(app, session, ctx, out, picker).await
+}
+
+/// The first configured affinity value the request carries: a body field
+/// (`prompt_cache_key`, `metadata.user_id`, `session_id`) or `header:NAME`.
+fn affinity_value(keys: &[String], session: &Session, peek: &Peek) -> Option<String> {
+    keys.iter().find_map(|k| match k.strip_prefix("header:") {
+        Some(h) => {
+            header(session, h).and_then(|v| std::str::from_utf8(v).ok()).filter(|v| !v.is_empty()).map(str::to_string)
+        }
+        None => match k.as_str() {
+            "prompt_cache_key" => peek.prompt_cache_key.clone(),
+            "metadata.user_id" => peek.metadata.as_ref().and_then(|m| m.user_id.clone()),
+            "session_id" => peek.session_id.clone(),
+            _ => None,
+        },
+    })
 }

@@ -41,6 +41,11 @@ impl ProxyHttp for Gateway {
     /// Answers every request itself (`Ok(true)`): forwarding happens inside, through
     /// the shared connector, so Pingora's own proxy phase never runs.
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        // While a response is relayed the gateway polls the client connection
+        // to notice a hang-up. A keep-alive client that already has the whole
+        // body may send its next request meanwhile: with pipelining on, those
+        // bytes are kept for the next request instead of being eaten.
+        session.as_downstream_mut().set_pipelining_enabled(true);
         if let Err(e) = handler::handle(&self.app, session, ctx).await {
             respond::error(session, ctx, &e).await;
         }
