@@ -45,11 +45,13 @@ channels:
     base_url: {url}/v1
     api_key: sk-test-openai
     models: [gpt-4o-mini, {{name: gpt-4o, upstream: gpt-4o-2024-08-06}}, gpt-5.1-codex, text-embedding-3-small]
+    health_check: {{enabled: false}}
   - name: an
     kind: anthropic
     base_url: {url}
     api_key: sk-ant-test
     models: [claude-sonnet-4-6]
+    health_check: {{enabled: false}}
 "#,
         url = fake.url()
     )

@@ -39,11 +39,13 @@ channels:
     base_url: {fake}/v1
     api_key: sk-test
     models: [gpt-4o-mini, gpt-5.1-codex, text-embedding-3-small]
+    health_check: {{enabled: false}}
   - name: an
     kind: anthropic
     base_url: {fake}
     api_key: sk-ant-test
     models: [claude-sonnet-4-6]
+    health_check: {{enabled: false}}
 """
 
 
