@@ -4,8 +4,16 @@
 //! (other modules here) convert between APIs. All are pure, synchronous code:
 //! `push(bytes) -> bytes` and `finish() -> bytes`, whatever the chunking.
 
+pub mod anthropic;
+pub mod chat;
+pub mod context;
+pub mod errors;
+pub mod ir;
 pub mod passthrough;
+pub mod responses;
 pub mod scan;
+pub mod support;
+pub mod translate;
 
 use crate::usage::Usage;
 use bytes::Bytes;
@@ -18,6 +26,22 @@ pub struct StreamError {
     pub kind: Option<String>,
 }
 
+/// What a relay has observed of an upstream body so far.
+#[derive(Debug, Default)]
+pub struct Seen {
+    /// Usage reported by the upstream so far.
+    pub usage: Option<Usage>,
+    /// The upstream's final usage report has been seen (otherwise `usage` is
+    /// partial or absent and billing falls back to an estimate).
+    pub usage_final: bool,
+    /// Bytes of generated text seen (for an estimate when usage never came).
+    pub output_chars: u64,
+    /// Some content (not just headers/role/ping) has been produced.
+    pub content: bool,
+    /// An error event seen in the stream.
+    pub error: Option<StreamError>,
+}
+
 /// Converts (or passes) an upstream response body for the client.
 pub trait Relay: Send + Sync {
     /// Bytes for the client produced by this upstream chunk (may be empty while
@@ -26,20 +50,27 @@ pub trait Relay: Send + Sync {
     fn push(&mut self, chunk: Bytes) -> Bytes;
     /// Bytes for the client when the upstream body ended cleanly.
     fn finish(&mut self) -> Bytes;
-    /// Usage reported by the upstream so far.
-    fn usage(&self) -> Option<Usage>;
-    /// Whether the upstream's final usage report has been seen (otherwise
-    /// `usage` is partial or absent and billing falls back to an estimate).
-    fn usage_complete(&self) -> bool;
-    /// Bytes of generated text seen (for an estimate when usage never came).
-    fn output_chars(&self) -> u64;
-    /// Whether any content (not just headers/role/ping) has been produced.
-    fn content_started(&self) -> bool;
-    /// An error event seen in the stream, if any.
-    fn stream_error(&self) -> Option<&StreamError>;
+    /// What the relay has observed so far.
+    fn seen(&self) -> &Seen;
     /// Whether output bytes equal input bytes, so `content-length` may be kept.
     fn preserves_length(&self) -> bool;
     /// Bytes that end the client's stream with an error event in its protocol,
     /// after an upstream failure mid-stream.
     fn abort(&mut self, message: &str) -> Bytes;
+
+    fn usage(&self) -> Option<Usage> {
+        self.seen().usage
+    }
+    fn usage_complete(&self) -> bool {
+        self.seen().usage_final
+    }
+    fn output_chars(&self) -> u64 {
+        self.seen().output_chars
+    }
+    fn content_started(&self) -> bool {
+        self.seen().content
+    }
+    fn stream_error(&self) -> Option<&StreamError> {
+        self.seen().error.as_ref()
+    }
 }

@@ -4,7 +4,7 @@
 //! did not ask for it itself.
 
 use super::scan;
-use super::{Relay, StreamError};
+use super::{Relay, Seen, StreamError};
 use crate::api::Protocol;
 use crate::sse::{self, Splitter};
 use crate::usage::Usage;
@@ -20,12 +20,12 @@ pub struct JsonPassthrough {
     protocol: Protocol,
     buf: Vec<u8>,
     overflow: bool,
-    usage: Option<Usage>,
+    seen: Seen,
 }
 
 impl JsonPassthrough {
     pub fn new(protocol: Protocol) -> Self {
-        JsonPassthrough { protocol, buf: Vec::new(), overflow: false, usage: None }
+        JsonPassthrough { protocol, buf: Vec::new(), overflow: false, seen: Seen::default() }
     }
 }
 
@@ -47,6 +47,7 @@ pub fn usage_from_body(protocol: Protocol, body: &[u8]) -> Option<Usage> {
 
 impl Relay for JsonPassthrough {
     fn push(&mut self, chunk: Bytes) -> Bytes {
+        self.seen.content |= !chunk.is_empty();
         if !self.overflow {
             if self.buf.len() + chunk.len() > MAX_JSON_BUFFER {
                 self.overflow = true;
@@ -59,24 +60,13 @@ impl Relay for JsonPassthrough {
     }
     fn finish(&mut self) -> Bytes {
         if !self.overflow {
-            self.usage = usage_from_body(self.protocol, &self.buf);
+            self.seen.usage = usage_from_body(self.protocol, &self.buf);
+            self.seen.usage_final = self.seen.usage.is_some();
         }
         Bytes::new()
     }
-    fn usage(&self) -> Option<Usage> {
-        self.usage
-    }
-    fn usage_complete(&self) -> bool {
-        self.usage.is_some()
-    }
-    fn output_chars(&self) -> u64 {
-        0
-    }
-    fn content_started(&self) -> bool {
-        !self.buf.is_empty()
-    }
-    fn stream_error(&self) -> Option<&StreamError> {
-        None
+    fn seen(&self) -> &Seen {
+        &self.seen
     }
     fn preserves_length(&self) -> bool {
         true
@@ -98,13 +88,9 @@ pub struct SsePassthrough {
     splitter: Splitter,
     /// Drop the chat usage-only chunk (`choices: []` + usage) the gateway asked for.
     hide_usage_chunk: bool,
-    usage: Option<Usage>,
-    /// The final usage report (chat usage chunk, `message_delta`,
-    /// `response.completed`) has been seen.
-    usage_final: bool,
-    content_started: bool,
-    output_chars: u64,
-    error: Option<StreamError>,
+    /// `usage_final`: the chat usage chunk, `message_delta` or
+    /// `response.completed` has been seen.
+    seen: Seen,
     last_sequence: u64,
 }
 
@@ -114,11 +100,7 @@ impl SsePassthrough {
             protocol,
             splitter: Splitter::new(),
             hide_usage_chunk,
-            usage: None,
-            usage_final: false,
-            content_started: false,
-            output_chars: 0,
-            error: None,
+            seen: Seen::default(),
             last_sequence: 0,
         }
     }
@@ -147,22 +129,22 @@ impl SsePassthrough {
             return Verdict::Forward;
         }
         if scan::has_object(data, "error") && !data.contains("\"choices\"") {
-            self.error = Some(parse_error(data));
+            self.seen.error = Some(parse_error(data));
             return Verdict::Forward;
         }
         let chars = scan::string_values_len(data, "content")
             + scan::string_values_len(data, "arguments")
             + scan::string_values_len(data, "reasoning_content")
             + scan::string_values_len(data, "refusal");
-        self.output_chars += chars;
+        self.seen.output_chars += chars;
         if chars > 0 || data.contains("\"tool_calls\"") || data.contains("\"finish_reason\":\"") {
-            self.content_started = true;
+            self.seen.content = true;
         }
         if scan::has_object(data, "usage") {
             if let Ok(v) = serde_json::from_str::<Value>(data) {
                 if let Some(u) = v.get("usage").and_then(Usage::from_openai_chat) {
-                    self.usage = Some(u);
-                    self.usage_final = true;
+                    self.seen.usage = Some(u);
+                    self.seen.usage_final = true;
                 }
                 let no_choices = v.get("choices").and_then(Value::as_array).is_none_or(|c| c.is_empty());
                 if self.hide_usage_chunk && no_choices {
@@ -177,25 +159,25 @@ impl SsePassthrough {
         match event {
             "message_start" => {
                 if let Ok(v) = serde_json::from_str::<Value>(data) {
-                    self.usage = v.pointer("/message/usage").and_then(Usage::from_anthropic);
+                    self.seen.usage = v.pointer("/message/usage").and_then(Usage::from_anthropic);
                 }
             }
             "message_delta" => {
                 if let Ok(v) = serde_json::from_str::<Value>(data) {
                     if let Some(u) = v.get("usage") {
-                        self.usage.get_or_insert_with(Usage::default).merge_anthropic_delta(u);
-                        self.usage_final = true;
+                        self.seen.usage.get_or_insert_with(Usage::default).merge_anthropic_delta(u);
+                        self.seen.usage_final = true;
                     }
                 }
-                self.content_started = true;
+                self.seen.content = true;
             }
             "content_block_start" | "content_block_delta" => {
-                self.content_started = true;
-                self.output_chars += scan::string_values_len(data, "text")
+                self.seen.content = true;
+                self.seen.output_chars += scan::string_values_len(data, "text")
                     + scan::string_values_len(data, "partial_json")
                     + scan::string_values_len(data, "thinking");
             }
-            "error" => self.error = Some(parse_error(data)),
+            "error" => self.seen.error = Some(parse_error(data)),
             _ => {}
         }
     }
@@ -208,24 +190,24 @@ impl SsePassthrough {
             "response.completed" | "response.incomplete" | "response.failed" => {
                 if let Ok(v) = serde_json::from_str::<Value>(data) {
                     if let Some(u) = v.pointer("/response/usage").and_then(Usage::from_responses) {
-                        self.usage = Some(u);
-                        self.usage_final = true;
+                        self.seen.usage = Some(u);
+                        self.seen.usage_final = true;
                     }
                     if event == "response.failed" {
                         let msg =
                             v.pointer("/response/error/message").and_then(Value::as_str).unwrap_or("response failed");
                         let code = v.pointer("/response/error/code").and_then(Value::as_str).map(str::to_string);
-                        self.error = Some(StreamError { message: msg.to_string(), kind: code });
+                        self.seen.error = Some(StreamError { message: msg.to_string(), kind: code });
                     }
                 }
-                self.content_started = true;
+                self.seen.content = true;
             }
-            "error" => self.error = Some(parse_error(data)),
+            "error" => self.seen.error = Some(parse_error(data)),
             e if e.ends_with(".delta") => {
-                self.content_started = true;
-                self.output_chars += scan::string_values_len(data, "delta");
+                self.seen.content = true;
+                self.seen.output_chars += scan::string_values_len(data, "delta");
             }
-            "response.output_item.added" | "response.output_item.done" => self.content_started = true,
+            "response.output_item.added" | "response.output_item.done" => self.seen.content = true,
             _ => {}
         }
     }
@@ -306,20 +288,8 @@ impl Relay for SsePassthrough {
             None => Bytes::new(),
         }
     }
-    fn usage(&self) -> Option<Usage> {
-        self.usage
-    }
-    fn usage_complete(&self) -> bool {
-        self.usage_final
-    }
-    fn output_chars(&self) -> u64 {
-        self.output_chars
-    }
-    fn content_started(&self) -> bool {
-        self.content_started
-    }
-    fn stream_error(&self) -> Option<&StreamError> {
-        self.error.as_ref()
+    fn seen(&self) -> &Seen {
+        &self.seen
     }
     fn preserves_length(&self) -> bool {
         !self.hide_usage_chunk
