@@ -6,6 +6,7 @@ use crate::accounts::Accounts;
 use crate::billing::Billing;
 use crate::channels::Channels;
 use crate::config::Config;
+use crate::convert::support::{Ids, RandomIds, Signer};
 use crate::store::writer::Writer;
 use pingora::connectors::http::Connector;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -23,6 +24,9 @@ pub struct App {
     pub connector: Connector,
     /// Whether the built-in fake upstream stands in for every channel.
     pub demo: bool,
+    /// Signs thinking translated from OpenAI-compatible upstreams.
+    pub signer: Arc<Signer>,
+    pub ids: Arc<dyn Ids>,
     inflight: AtomicUsize,
 }
 
@@ -35,8 +39,11 @@ impl App {
         writer: Writer,
         access_log: AccessLog,
         demo: bool,
-    ) -> App {
-        App {
+    ) -> std::io::Result<App> {
+        // The thinking-signature key lives with the data: signatures handed
+        // to clients stay valid across restarts.
+        let signer = Arc::new(Signer::load_or_create(&config.data_dir)?);
+        Ok(App {
             config,
             accounts,
             billing,
@@ -45,8 +52,10 @@ impl App {
             access_log,
             connector: Connector::new(None),
             demo,
+            signer,
+            ids: Arc::new(RandomIds),
             inflight: AtomicUsize::new(0),
-        }
+        })
     }
 
     /// Requests being served right now (graceful shutdown waits for zero).

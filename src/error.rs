@@ -56,8 +56,8 @@ pub enum GatewayError {
     RedeemConflict(String),
     #[error("Too many failed redemption attempts; try again in {retry_after} seconds")]
     RedeemThrottled { retry_after: u64 },
-    #[error("No active upstream channel for model '{model}'{detail}")]
-    NoChannel { model: String, detail: String },
+    #[error("No active upstream channel for model '{model}'")]
+    NoChannel { model: String },
     #[error("All channels failed for model '{model}': {last}")]
     AllChannelsFailed { model: String, last: String, retry_after: u64 },
     #[error("Internal error: {0}")]
@@ -237,7 +237,7 @@ mod tests {
         assert!(GatewayError::InsufficientCredits.should_not_retry());
         assert_eq!(GatewayError::ConcurrencyLimit { limit: 2 }.retry_after(), Some(1));
         assert!(!GatewayError::ConcurrencyLimit { limit: 2 }.should_not_retry());
-        let e = GatewayError::NoChannel { model: "m".into(), detail: String::new() };
+        let e = GatewayError::NoChannel { model: "m".into() };
         assert_eq!((e.status(), e.retry_after()), (503, Some(5)));
         assert_eq!(GatewayError::WebSocketUnsupported.status(), 426);
     }

@@ -32,8 +32,8 @@ pub enum ServeError {
     Tls { addr: SocketAddr, message: String },
     #[error("cannot build the channel pools: {source}")]
     Channels { source: std::io::Error },
-    #[error("cannot write the generated admin token: {source}")]
-    AdminToken { source: std::io::Error },
+    #[error("cannot write a generated secret (admin token, signing key) into the data directory: {source}")]
+    Secret { source: std::io::Error },
 }
 
 /// Command-line switches of `serve`.
@@ -91,8 +91,9 @@ pub fn serve(cfg: Config, opts: ServeOptions) -> Result<(), ServeError> {
         }
         None => (AccessLog::disabled(), None),
     };
-    let app =
-        Arc::new(App::new(cfg.clone(), accounts.clone(), billing.clone(), channels.clone(), writer, access_log, demo));
+    let app = App::new(cfg.clone(), accounts.clone(), billing.clone(), channels.clone(), writer, access_log, demo)
+        .map_err(|source| ServeError::Secret { source })?;
+    let app = Arc::new(app);
 
     let conf = ServerConf {
         threads: cfg.threads,
@@ -137,7 +138,7 @@ pub fn serve(cfg: Config, opts: ServeOptions) -> Result<(), ServeError> {
     // The admin API, on its own listener.
     let admin_addr = match cfg.admin.listen {
         Some(addr) => {
-            let token = crate::admin::resolve_token(&app).map_err(|source| ServeError::AdminToken { source })?;
+            let token = crate::admin::resolve_token(&app).map_err(|source| ServeError::Secret { source })?;
             let b = Bound::reserve(addr).map_err(|source| ServeError::Bind { addr, source })?;
             let mut admin = pingora::services::listening::Service::new(
                 "admin".into(),

@@ -243,21 +243,6 @@ async fn unreachable_and_slow_upstreams_give_503() {
 }
 
 #[tokio::test]
-async fn model_served_only_by_another_protocol_is_503_with_reason() {
-    let fake = fake();
-    let (gw, keys) = Gateway::start_with_keys(&conf(&fake), &["u@x.io"]);
-    let body = r#"{"model":"claude-sonnet-4-6","messages":[{"role":"user","content":"hi"}]}"#;
-    let (status, _, v) =
-        send(&gw, "/v1/chat/completions", Some(("authorization", &format!("Bearer {}", keys[0]))), body).await;
-    assert_eq!(status, 503);
-    assert_eq!(
-        v["error"]["message"],
-        "No active upstream channel for model 'claude-sonnet-4-6': it is served only by channels that speak another API than chat (translation between APIs is not enabled)"
-    );
-    assert!(fake.requests().is_empty());
-}
-
-#[tokio::test]
 async fn access_log_has_one_line_per_request_without_content() {
     let fake = fake();
     let (gw, keys) = Gateway::start_with_keys(&conf(&fake), &["u@x.io"]);

@@ -15,6 +15,7 @@ pub use resolve::Resolver;
 
 use crate::api::{Endpoint, Protocol};
 use crate::config::{BaseUrl, ChannelConfig, ChannelKind, Config};
+use crate::convert::translate::Pair;
 use arc_swap::ArcSwap;
 use pingora::http::RequestHeader;
 use pingora::upstreams::peer::HttpPeer;
@@ -23,6 +24,13 @@ use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
+
+/// How a request reaches a channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Route {
+    Native,
+    Translate(Pair),
+}
 
 /// How long an idle pooled upstream connection is kept.
 const POOL_IDLE: Duration = Duration::from_secs(60);
@@ -77,6 +85,19 @@ impl Channel {
             ChannelKind::OpenAi => matches!(protocol, Protocol::Chat | Protocol::Responses | Protocol::Embeddings),
             ChannelKind::OpenAiChat => matches!(protocol, Protocol::Chat | Protocol::Embeddings),
             ChannelKind::Anthropic => matches!(protocol, Protocol::Messages | Protocol::CountTokens),
+        }
+    }
+
+    /// How a request of `protocol` goes to this channel: natively, through a
+    /// translation, or not at all. `force_translation` makes a channel that
+    /// speaks the protocol translate anyway (for example a Responses client on
+    /// an upstream whose Responses endpoint misbehaves).
+    pub fn route_for(&self, protocol: Protocol) -> Option<Route> {
+        let pair = Pair::between(protocol, self.cfg.kind);
+        match pair {
+            Some(p) if !self.speaks(protocol) || self.cfg.force_translation => Some(Route::Translate(p)),
+            _ if self.speaks(protocol) => Some(Route::Native),
+            _ => None,
         }
     }
 
@@ -205,13 +226,14 @@ impl Channels {
         self.list.iter().find(|c| c.name() == name)
     }
 
-    /// Usable channels that serve `model` and speak `protocol`.
-    pub fn serving(&self, model: &str, protocol: Protocol) -> Vec<Arc<Channel>> {
-        self.list
-            .iter()
-            .filter(|c| c.usable() && c.speaks(protocol) && c.upstream_model(model).is_some())
-            .cloned()
-            .collect()
+    /// Whether some usable channel serves `model` for `protocol` by `route`
+    /// (`Native`, or any translation).
+    pub fn has_route(&self, model: &str, protocol: Protocol, native: bool) -> bool {
+        self.list.iter().any(|c| {
+            c.usable()
+                && c.upstream_model(model).is_some()
+                && c.route_for(protocol).is_some_and(|r| (r == Route::Native) == native)
+        })
     }
 
     /// Whether any usable channel serves `model`, whatever it speaks.

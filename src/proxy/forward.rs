@@ -16,8 +16,10 @@ use crate::api::body::rewrite_for_upstream;
 use crate::api::{Endpoint, ErrorShape, Protocol};
 use crate::app::App;
 use crate::billing::estimate;
-use crate::channels::{state::rate_limit_reset, Channel, Picker};
+use crate::channels::{state::rate_limit_reset, Channel, Picker, Route};
+use crate::convert::context::Ctx;
 use crate::convert::passthrough::{JsonPassthrough, SsePassthrough};
+use crate::convert::translate::{self, Pair, Translating};
 use crate::convert::Relay;
 use crate::error::GatewayError;
 use bytes::{Bytes, BytesMut};
@@ -38,6 +40,10 @@ pub struct Outbound {
     pub add_include_usage: bool,
     /// The client asked for the usage chunk itself.
     pub client_wants_usage: bool,
+    /// The client asked for a stream.
+    pub stream: bool,
+    /// The parsed body, when some channel may need it translated.
+    pub json: Option<serde_json::Value>,
 }
 
 /// What a failed attempt says about the channel.
@@ -60,6 +66,9 @@ enum Attempt {
     Retry { status: Option<u16>, reason: String, signal: Signal },
     /// The client went away.
     ClientGone,
+    /// The request cannot go to this channel's API (a translation refused
+    /// it); the client gets this error unless another channel takes it.
+    Reject(GatewayError),
 }
 
 /// Request headers never forwarded upstream: hop-by-hop headers, the client's
@@ -125,58 +134,72 @@ impl Drop for OnChannel<'_> {
     }
 }
 
+/// Tries channels until one delivers: each picker in turn (channels that
+/// speak the client's API first, then translating ones), at most
+/// `routing.max_attempts` attempts in all.
 pub async fn run(
     app: &App,
     session: &mut Session,
     ctx: &mut RequestCtx,
     out: Outbound,
-    mut picker: Picker<'_>,
+    pickers: Vec<Picker<'_>>,
 ) -> Result<(), GatewayError> {
     let mut last = String::new();
     let mut retry_after: Option<u64> = None;
-    for _ in 0..app.config.routing.max_attempts {
-        let Some(channel) = picker.next_channel() else {
-            if picker.tried() == 0 {
-                return Err(GatewayError::NoChannel { model: out.model, detail: String::new() });
-            }
-            break;
-        };
-        let started = Instant::now();
-        let result = attempt(app, session, ctx, &channel, &out).await;
-        let ms = started.elapsed().as_millis() as u64;
-        match result {
-            Attempt::Delivered => {
-                channel.state.record_success();
-                ctx.attempts.push(AttemptLog {
-                    channel: channel.name().into(),
-                    status: ctx.upstream_status,
-                    error: None,
-                    ms,
-                });
-                picker.remember(&channel);
-                return Ok(());
-            }
-            Attempt::ClientGone => {
-                ctx.error_kind = Some("client_disconnected");
-                return Ok(());
-            }
-            Attempt::Retry { status, reason, signal } => {
-                log::warn!("{}: channel {} failed: {reason}", ctx.request_id, channel.name());
-                let now = crate::store::now_ms();
-                if let Some(wait) = apply_signal(app, &channel, signal, &reason, now) {
-                    retry_after = Some(retry_after.map_or(wait, |r| r.min(wait)));
+    let mut rejected: Option<GatewayError> = None;
+    let mut tried = 0;
+    let mut attempts = 0;
+    for mut picker in pickers {
+        while attempts < app.config.routing.max_attempts {
+            let Some(channel) = picker.next_channel() else { break };
+            attempts += 1;
+            let started = Instant::now();
+            let result = attempt(app, session, ctx, &channel, &out).await;
+            let ms = started.elapsed().as_millis() as u64;
+            match result {
+                Attempt::Delivered => {
+                    channel.state.record_success();
+                    ctx.attempts.push(AttemptLog {
+                        channel: channel.name().into(),
+                        status: ctx.upstream_status,
+                        error: None,
+                        ms,
+                    });
+                    picker.remember(&channel);
+                    return Ok(());
                 }
-                ctx.attempts.push(AttemptLog {
-                    channel: channel.name().into(),
-                    status,
-                    error: Some(reason.clone()),
-                    ms,
-                });
-                last = format!("{}: {reason}", channel.name());
+                Attempt::ClientGone => {
+                    ctx.error_kind = Some("client_disconnected");
+                    return Ok(());
+                }
+                Attempt::Reject(e) => {
+                    // The channel is fine; this request just cannot take that
+                    // route. Not a try, not a failure.
+                    rejected.get_or_insert(e);
+                }
+                Attempt::Retry { status, reason, signal } => {
+                    tried += 1;
+                    log::warn!("{}: channel {} failed: {reason}", ctx.request_id, channel.name());
+                    let now = crate::store::now_ms();
+                    if let Some(wait) = apply_signal(app, &channel, signal, &reason, now) {
+                        retry_after = Some(retry_after.map_or(wait, |r| r.min(wait)));
+                    }
+                    ctx.attempts.push(AttemptLog {
+                        channel: channel.name().into(),
+                        status,
+                        error: Some(reason.clone()),
+                        ms,
+                    });
+                    last = format!("{}: {reason}", channel.name());
+                }
             }
         }
     }
-    Err(GatewayError::AllChannelsFailed { model: out.model, last, retry_after: retry_after.unwrap_or(1) })
+    match (tried, rejected) {
+        (0, Some(e)) => Err(e),
+        (0, None) => Err(GatewayError::NoChannel { model: out.model }),
+        _ => Err(GatewayError::AllChannelsFailed { model: out.model, last, retry_after: retry_after.unwrap_or(1) }),
+    }
 }
 
 /// Applies a failure to the channel's passive health; returns the seconds a
@@ -219,16 +242,28 @@ fn apply_signal(app: &App, ch: &Channel, signal: Signal, reason: &str, now: i64)
     }
 }
 
+/// Whether a client header belongs to the other vendor's API and must not
+/// reach an upstream that speaks a translated one (an `anthropic-beta` flag
+/// means nothing to an OpenAI server, and may make a strict one refuse).
+fn foreign_header(name: &str, translated_to: Option<Pair>) -> bool {
+    match translated_to.map(Pair::upstream_endpoint) {
+        Some(Endpoint::ChatCompletions) => name.starts_with("anthropic-") || name.starts_with("x-stainless-helper"),
+        Some(_) => name.starts_with("openai-"),
+        None => false,
+    }
+}
+
 fn request_header(
     session: &Session,
     channel: &Channel,
-    out: &Outbound,
+    endpoint: Endpoint,
+    translated_to: Option<Pair>,
     body_len: usize,
 ) -> Result<RequestHeader, String> {
-    let path = channel.path_for(out.endpoint);
+    let path = channel.path_for(endpoint);
     let mut req = RequestHeader::build("POST", path.as_bytes(), None).map_err(|e| e.to_string())?;
     for (name, value) in session.req_header().headers.iter() {
-        if !DROP_REQUEST_HEADERS.contains(&name.as_str()) {
+        if !DROP_REQUEST_HEADERS.contains(&name.as_str()) && !foreign_header(name.as_str(), translated_to) {
             req.append_header(name.clone(), value.clone()).map_err(|e| e.to_string())?;
         }
     }
@@ -338,8 +373,25 @@ async fn attempt(
         return fail(None, format!("{} is not resolved", channel.base_url().host));
     }
     let upstream_model = channel.upstream_model(&out.model).unwrap_or(&out.model);
-    let body = rewrite_for_upstream(out.body.clone(), Some(upstream_model), out.add_include_usage);
-    let header = match request_header(session, channel, out, body.len()) {
+    let route = channel.route_for(out.protocol).unwrap_or(Route::Native);
+    let (pair, body, endpoint, mut tctx) = match route {
+        Route::Native => {
+            let body = rewrite_for_upstream(out.body.clone(), Some(upstream_model), out.add_include_usage);
+            (None, body, out.endpoint, None)
+        }
+        Route::Translate(pair) => {
+            let Some(json) = out.json.as_ref() else {
+                return Attempt::Reject(GatewayError::Internal("translation without a parsed body".into()));
+            };
+            let mut tctx = Ctx::new(&out.model, upstream_model, app.ids.clone(), app.signer.clone());
+            tctx.context_window = channel.cfg.context_window;
+            match translate::request(pair, json, &mut tctx) {
+                Ok(body) => (Some(pair), body, pair.upstream_endpoint(), Some(tctx)),
+                Err(e) => return Attempt::Reject(e),
+            }
+        }
+    };
+    let header = match request_header(session, channel, endpoint, pair, body.len()) {
         Ok(h) => h,
         Err(e) => return fail(None, format!("building request: {e}")),
     };
@@ -383,13 +435,34 @@ async fn attempt(
 
     let is_sse = resp.headers.get("content-type").is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
     let success = (200..300).contains(&status);
-    let mut relay: Box<dyn Relay> = if is_sse && success {
-        Box::new(SsePassthrough::new(out.protocol, out.add_include_usage && !out.client_wants_usage))
-    } else {
-        Box::new(JsonPassthrough::new(if success { out.protocol } else { Protocol::CountTokens }))
+    if let (Some(pair), Some(tctx), false) = (pair, tctx.as_ref(), success) {
+        // The upstream refused the translated request (400, 404, 413...):
+        // the client gets that refusal in its own API's words.
+        let body = read_small_body(&mut up, 64 << 10).await;
+        up.shutdown().await;
+        ctx.channel = Some(channel.name().to_string());
+        ctx.translation = Some(pair.label());
+        ctx.error_detail = Some(error_message(&body));
+        let (status, content_type, body) = translate::error(pair, status, &body, tctx, out.stream, None);
+        ctx.status = status;
+        super::respond::send_typed(session, ctx, status, content_type, &[], body).await;
+        let gone = ctx.error_kind == Some("client_disconnected");
+        ctx.error_kind = Some("upstream_client_error");
+        return if gone { Attempt::ClientGone } else { Attempt::Delivered };
+    }
+    let mut relay: Box<dyn Relay> = match (pair, tctx.take()) {
+        (Some(pair), Some(tctx)) => {
+            ctx.translation = Some(pair.label());
+            Box::new(Translating::new(pair, tctx, is_sse, out.stream))
+        }
+        _ if is_sse && success => {
+            Box::new(SsePassthrough::new(out.protocol, out.add_include_usage && !out.client_wants_usage))
+        }
+        _ => Box::new(JsonPassthrough::new(if success { out.protocol } else { Protocol::CountTokens })),
     };
     up.set_read_timeout(Some(timeouts.idle));
-    let (held, ended) = if is_sse && success {
+    let streaming = is_sse || (pair.is_some() && out.stream);
+    let (held, ended) = if streaming && success {
         match hold_head(session, &mut up, relay.as_mut(), deadline).await {
             Head::Ready(held, ended) => (held, ended),
             Head::Retry(a) => {
@@ -404,7 +477,9 @@ async fn attempt(
     // Committed: from here on the client gets this upstream's answer.
     ctx.channel = Some(channel.name().to_string());
     ctx.ttfb = Some(ctx.started.elapsed());
-    if let Err(e) = write_head(session, ctx, &resp, relay.preserves_length()).await {
+    // A translated body is in the client's format, whatever the upstream sent.
+    let content_type = pair.map(|_| if out.stream { "text/event-stream" } else { "application/json" });
+    if let Err(e) = write_head(session, ctx, &resp, relay.preserves_length(), content_type).await {
         log::debug!("{}: client gone before the response header: {e}", ctx.request_id);
         up.shutdown().await;
         return Attempt::ClientGone;
@@ -514,11 +589,18 @@ async fn write_head(
     ctx: &RequestCtx,
     up: &ResponseHeader,
     keep_length: bool,
+    content_type: Option<&'static str>,
 ) -> pingora::Result<()> {
     let mut resp = ResponseHeader::build(up.status, Some(up.headers.len() + 3))?;
     for (name, value) in up.headers.iter() {
         if !drop_response_header(name.as_str()) {
             resp.append_header(name.clone(), value.clone())?;
+        }
+    }
+    if let Some(ct) = content_type {
+        resp.insert_header("content-type", ct)?;
+        if ct == "text/event-stream" {
+            resp.insert_header("cache-control", "no-cache")?;
         }
     }
     match up.headers.get("content-length") {

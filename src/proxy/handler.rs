@@ -11,7 +11,10 @@ use crate::api::{self, Endpoint, Protocol, RouteInput};
 use crate::app::App;
 use crate::auth;
 use crate::billing::estimate;
-use crate::channels::Affinity;
+use crate::channels::{Affinity, Channel, Route};
+use crate::convert::context::Ctx;
+use crate::convert::support::estimate_request;
+use crate::convert::translate;
 use crate::error::GatewayError;
 use crate::limits;
 use crate::store::writer::WriteOp;
@@ -157,17 +160,29 @@ async fn llm(
     let Some(model_cfg) = app.config.model(&model) else {
         return Err(GatewayError::UnknownModel(model));
     };
-    let candidates = app.channels.serving(&model, protocol);
-    if candidates.is_empty() {
-        let detail = if app.channels.serves_model(&model) {
-            format!(
-                ": it is served only by channels that speak another API than {} (translation between APIs is not enabled)",
-                protocol.as_str()
-            )
-        } else {
-            String::new()
-        };
-        return Err(GatewayError::NoChannel { model, detail });
+    // Natively where a channel speaks the client's API; else translated.
+    let native = app.channels.has_route(&model, protocol, true);
+    let translated = app.channels.has_route(&model, protocol, false);
+    let local_count = endpoint == Endpoint::CountTokens && !native && app.channels.serves_model(&model);
+    if !native && !local_count {
+        match endpoint {
+            Endpoint::Embeddings if app.channels.serves_model(&model) => {
+                return Err(GatewayError::Unsupported {
+                    param: "model",
+                    code: "model_not_supported",
+                    message: format!("model '{model}' does not support embeddings"),
+                })
+            }
+            Endpoint::ResponsesCompact if app.channels.serves_model(&model) => {
+                return Err(GatewayError::Unsupported {
+                    param: "model",
+                    code: "unsupported_endpoint",
+                    message: format!("model '{model}' cannot compact: none of its channels speaks the Responses API"),
+                })
+            }
+            _ if !translated => return Err(GatewayError::NoChannel { model }),
+            _ => {}
+        }
     }
     // Steps 2 (model rules) to 7 (credits) of the decision order, from memory.
     let reservation =
@@ -176,20 +191,42 @@ async fn llm(
     ctx.quota_headers = account::quota_headers(&ticket);
     ctx.ticket = Some(ticket);
     ctx.body_len = body.len();
+    if local_count {
+        // No Anthropic channel: the same estimate translated streams report.
+        let v: serde_json::Value =
+            serde_json::from_slice(&body).map_err(|e| GatewayError::InvalidJson(e.to_string()))?;
+        let mut tctx = Ctx::new(&model, &model, app.ids.clone(), app.signer.clone());
+        let ir = translate::parse(Protocol::CountTokens, &v, &mut tctx)?;
+        ctx.translation = Some("count_tokens->estimate");
+        respond::json(session, ctx, &json!({"input_tokens": estimate_request(&ir)})).await;
+        return Ok(());
+    }
     let affinity = affinity_value(&app.config.routing.affinity_keys, session, &peek)
         .map(|v| Affinity::key(identity.user.id, &model, &v));
+    let json = match translated {
+        true => Some(serde_json::from_slice(&body).map_err(|e| GatewayError::InvalidJson(e.to_string()))?),
+        false => None,
+    };
     let out = Outbound {
         endpoint,
         protocol,
         model: model.clone(),
         body,
+        stream,
         // Chat streams only report usage when asked; ask for it, and hide the
         // extra chunk from clients that did not.
         add_include_usage: protocol == Protocol::Chat && stream,
         client_wants_usage: peek.include_usage(),
+        json,
     };
-    let picker = app.channels.picker(&model, Box::new(move |c| c.speaks(protocol)), affinity);
-    forward::run(app, session, ctx, out, picker).await
+    // Channels that speak the client's API first, translating ones after.
+    let mut pickers =
+        vec![app.channels.picker(&model, Box::new(move |c| c.route_for(protocol) == Some(Route::Native)), affinity)];
+    if translated {
+        let translating = Box::new(move |c: &Channel| matches!(c.route_for(protocol), Some(Route::Translate(_))));
+        pickers.push(app.channels.picker(&model, translating, affinity));
+    }
+    forward::run(app, session, ctx, out, pickers).await
 }
 
 /// The first configured affinity value the request carries: a body field

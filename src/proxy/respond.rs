@@ -11,6 +11,19 @@ use pingora::proxy::Session;
 /// Writes a complete response. Failures to write mean the client is gone; they
 /// are recorded, not propagated.
 pub async fn send(session: &mut Session, ctx: &mut RequestCtx, status: u16, headers: &[(&str, String)], body: Bytes) {
+    send_typed(session, ctx, status, "application/json", headers, body).await
+}
+
+/// `send` with another content type (an error event stream for a streaming
+/// client of a translated request).
+pub async fn send_typed(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    status: u16,
+    content_type: &str,
+    headers: &[(&str, String)],
+    body: Bytes,
+) {
     let mut resp = match ResponseHeader::build(status, Some(headers.len() + 4)) {
         Ok(r) => r,
         Err(e) => {
@@ -18,7 +31,7 @@ pub async fn send(session: &mut Session, ctx: &mut RequestCtx, status: u16, head
             return;
         }
     };
-    let _ = resp.insert_header("content-type", "application/json");
+    let _ = resp.insert_header("content-type", content_type);
     let _ = resp.insert_header("content-length", body.len().to_string());
     let _ = resp.insert_header("x-request-id", ctx.request_id.as_str());
     if ctx.shape == ErrorShape::Anthropic {
