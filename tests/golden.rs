@@ -280,3 +280,54 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn channel_quirks_change_only_what_they_name() {
+    use codex_proxy::config::quirks::*;
+    use serde_json::json;
+    let req = json!({
+        "model": "m", "max_tokens": 50, "stream": true,
+        "thinking": {"type": "enabled", "budget_tokens": 20000},
+        "messages": [
+            {"role": "user", "content": "run it"},
+            {"role": "assistant", "content": [
+                {"type": "thinking", "thinking": "plan", "signature": ""},
+                {"type": "text", "text": "ok"}]},
+            {"role": "system", "content": "be careful"},
+            {"role": "user", "content": "go"}
+        ]
+    });
+    let defaults = request_with(Pair::MessagesToChat, &req, Quirks::default());
+    assert_eq!(defaults["max_tokens"], 50);
+    assert_eq!(defaults["reasoning_effort"], "high");
+    assert_eq!(defaults["stream_options"], json!({"include_usage": true}));
+    assert_eq!(defaults["messages"][1].get("reasoning_content"), None, "no tool call: not echoed by default");
+    assert_eq!(
+        defaults["messages"][2],
+        json!({"role": "user", "content": "<system-reminder>be careful</system-reminder>"})
+    );
+
+    let q = Quirks {
+        max_tokens_field: MaxTokensField::MaxCompletionTokens,
+        system_placement: SystemPlacement::Anywhere,
+        reasoning_request: ReasoningRequest::ReasoningObject,
+        reasoning_effort_values: vec!["low".into(), "medium".into()],
+        reasoning_echo: ReasoningEcho::AllAssistant,
+        stream_usage: StreamUsage::Unsupported,
+        ..Quirks::default()
+    };
+    let out = request_with(Pair::MessagesToChat, &req, q);
+    assert_eq!(out["max_completion_tokens"], 50);
+    assert_eq!(out.get("max_tokens"), None);
+    assert_eq!(out["reasoning"], json!({"effort": "medium"}));
+    assert_eq!(out.get("reasoning_effort"), None);
+    assert_eq!(out.get("stream_options"), None);
+    assert_eq!(out["messages"][1]["reasoning_content"], "plan");
+    assert_eq!(out["messages"][2], json!({"role": "system", "content": "be careful"}));
+}
+
+fn request_with(pair: Pair, req: &Value, quirks: codex_proxy::config::quirks::Quirks) -> Value {
+    let mut c = ctx("client", "up");
+    c.quirks = quirks;
+    serde_json::from_slice(&translate::request(pair, req, &mut c).unwrap()).unwrap()
+}

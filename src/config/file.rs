@@ -153,6 +153,8 @@ pub struct ChannelSection {
     pub health_check: HealthCheckSection,
     /// Context window of the models behind this channel, for overflow messages.
     pub context_window: Option<Num>,
+    /// Compatibility switches for translating to an OpenAI-compatible upstream.
+    pub quirks: Option<super::quirks::Quirks>,
 }
 
 /// A model a channel serves: `gpt-4o-mini`, or `{name, upstream}` to rename it.

@@ -5,6 +5,7 @@
 mod env;
 pub mod file;
 pub mod model;
+pub mod quirks;
 pub mod units;
 
 pub use model::*;
@@ -150,6 +151,22 @@ channels:
             "{errs:?}"
         );
         assert!(errs.contains(&"channels[0].weight: must be between 1 and 10000, got 0".to_string()), "{errs:?}");
+    }
+
+    #[test]
+    fn quirks_are_checked_per_field() {
+        let text = MINIMAL.replace(
+            "models: [m1]",
+            "models: [m1]\n    quirks: {max_tokens_field: max_completion_tokens, tool_name_max_len: 8}",
+        );
+        assert_eq!(errors_of(&text), vec!["channels[0].quirks.tool_name_max_len: must be between 16 and 256, got 8"]);
+        let text = text.replace(", tool_name_max_len: 8", "");
+        let c = parse_str(&text).unwrap();
+        assert_eq!(c.channels[0].quirks.max_tokens_field, quirks::MaxTokensField::MaxCompletionTokens);
+        let errs = errors_of(&text.replace("kind: openai", "kind: anthropic"));
+        assert_eq!(errs, vec!["channels[0].quirks: only applies to openai and openai-chat channels"]);
+        let errs = errors_of(&MINIMAL.replace("models: [m1]", "models: [m1]\n    quirks: {stream_usage: never}"));
+        assert!(errs[0].starts_with("channels[0].quirks.stream_usage: unknown variant `never`"), "{errs:?}");
     }
 
     #[test]

@@ -211,6 +211,7 @@ pub struct ChannelConfig {
     pub timeouts: Timeouts,
     pub health: HealthCheck,
     pub context_window: Option<u64>,
+    pub quirks: super::quirks::Quirks,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -602,6 +603,13 @@ pub fn validate(file: FileConfig, conf_dir: &Path) -> Result<Config, ConfigError
             }
             headers.push((k.to_ascii_lowercase(), v.clone()));
         }
+        if ch.quirks.is_some() && kind == ChannelKind::Anthropic {
+            c.err(format!("{path}.quirks"), "only applies to openai and openai-chat channels");
+        }
+        let quirks = ch.quirks.clone().unwrap_or_default();
+        for (field, message) in quirks.problems() {
+            c.err(format!("{path}.quirks.{field}"), message);
+        }
         channels.push(ChannelConfig {
             name: ch.name.clone(),
             kind,
@@ -621,6 +629,7 @@ pub fn validate(file: FileConfig, conf_dir: &Path) -> Result<Config, ConfigError
             context_window: ch
                 .context_window
                 .map(|n| c.u64(&format!("{path}.context_window"), Some(n), 0, 1, u64::MAX >> 12)),
+            quirks,
         });
     }
 

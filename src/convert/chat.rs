@@ -6,6 +6,7 @@
 use super::context::Ctx;
 use super::ir::*;
 use super::support::{sanitize_schema, Signer};
+use crate::config::quirks::{MaxTokensField, ReasoningEcho, ReasoningRequest, StreamUsage, SystemPlacement};
 use crate::error::GatewayError;
 use crate::sse::{self, Splitter};
 use crate::usage::Usage;
@@ -204,15 +205,6 @@ pub fn parse_request(v: &Value) -> Result<Request, GatewayError> {
 // ---------------------------------------------------------------- request out
 
 /// OpenAI-compatible servers commonly accept only these (§0.3).
-fn clamp_effort(e: &str) -> Option<&'static str> {
-    match e {
-        "none" => None,
-        "minimal" | "low" => Some("low"),
-        "medium" => Some("medium"),
-        _ => Some("high"),
-    }
-}
-
 /// A thinking budget as an effort (CLIProxyAPI's thresholds), clamped.
 fn effort_for_budget(b: u64) -> &'static str {
     match b {
@@ -276,12 +268,13 @@ pub fn emit_request(r: &Request, ctx: &mut Ctx) -> Result<Value, GatewayError> {
                     .iter()
                     .filter_map(|p| match p {
                         Part::ToolCall { id, name, arguments } => Some(json!({"id": id, "type": "function",
-                            "function": {"name": ctx.tools.shorten(name), "arguments": arguments}})),
+                            "function": {"name": ctx.tools.shorten(name, ctx.quirks.tool_name_max_len), "arguments": arguments}})),
                         _ => None,
                     })
                     .collect();
-                // Reasoning is echoed on tool turns (DeepSeek/Kimi require it),
-                // never when Anthropic signed it (not ours to show elsewhere).
+                // Reasoning is echoed per `reasoning_echo` (DeepSeek/Kimi require
+                // it on tool turns), never when Anthropic signed it (not ours to
+                // show elsewhere).
                 let reasoning: Vec<&str> = turn
                     .parts
                     .iter()
@@ -300,7 +293,12 @@ pub fn emit_request(r: &Request, ctx: &mut Ctx) -> Result<Value, GatewayError> {
                 let mut m = Map::new();
                 m.insert("role".into(), json!("assistant"));
                 m.insert("content".into(), if text.is_empty() { Value::Null } else { json!(text) });
-                if !calls.is_empty() && !reasoning.is_empty() {
+                let echo = match ctx.quirks.reasoning_echo {
+                    ReasoningEcho::None => false,
+                    ReasoningEcho::ToolTurns => !calls.is_empty(),
+                    ReasoningEcho::AllAssistant => true,
+                };
+                if echo && !reasoning.is_empty() {
                     m.insert("reasoning_content".into(), json!(reasoning.join("\n\n")));
                 }
                 if !calls.is_empty() {
@@ -317,8 +315,14 @@ pub fn emit_request(r: &Request, ctx: &mut Ctx) -> Result<Value, GatewayError> {
                     .filter_map(|p| if let Part::Text(t) = p { Some(t.as_str()) } else { None })
                     .collect();
                 if !text.is_empty() {
-                    // Strict chat templates refuse a system message past the start.
-                    messages.push(json!({"role": "user", "content": format!("<system-reminder>{}</system-reminder>", text.join("\n\n"))}));
+                    let text = text.join("\n\n");
+                    messages.push(match ctx.quirks.system_placement {
+                        // Strict chat templates refuse a system message past the start.
+                        SystemPlacement::LeadingOnly => {
+                            json!({"role": "user", "content": format!("<system-reminder>{text}</system-reminder>")})
+                        }
+                        SystemPlacement::Anywhere => json!({"role": "system", "content": text}),
+                    });
                 }
             }
             Role::User => {
@@ -346,7 +350,7 @@ pub fn emit_request(r: &Request, ctx: &mut Ctx) -> Result<Value, GatewayError> {
                             relocated.push((call_id.clone(), images));
                         }
                         if text.trim().is_empty() {
-                            text = "(no output)".into();
+                            text = ctx.quirks.empty_tool_result.clone();
                         }
                         messages.push(json!({"role": "tool", "tool_call_id": call_id, "content": text}));
                     }
@@ -372,11 +376,17 @@ pub fn emit_request(r: &Request, ctx: &mut Ctx) -> Result<Value, GatewayError> {
     let mut out = Map::new();
     out.insert("model".into(), json!(ctx.upstream_model));
     if let Some(m) = r.max_output {
-        out.insert("max_tokens".into(), json!(m));
+        let field = match ctx.quirks.max_tokens_field {
+            MaxTokensField::MaxTokens => "max_tokens",
+            MaxTokensField::MaxCompletionTokens => "max_completion_tokens",
+        };
+        out.insert(field.into(), json!(m));
     }
     if r.stream {
         out.insert("stream".into(), json!(true));
-        out.insert("stream_options".into(), json!({"include_usage": true}));
+        if ctx.quirks.stream_usage == StreamUsage::IncludeUsage {
+            out.insert("stream_options".into(), json!({"include_usage": true}));
+        }
     }
     out.insert("messages".into(), Value::Array(messages));
     if !r.tools.is_empty() {
@@ -387,7 +397,7 @@ pub fn emit_request(r: &Request, ctx: &mut Ctx) -> Result<Value, GatewayError> {
                 if t.custom {
                     ctx.tools.mark_custom(&t.name);
                 }
-                let mut f = json!({"name": ctx.tools.shorten(&t.name)});
+                let mut f = json!({"name": ctx.tools.shorten(&t.name, ctx.quirks.tool_name_max_len)});
                 if let Some(d) = &t.description {
                     f["description"] = json!(d);
                 }
@@ -400,7 +410,9 @@ pub fn emit_request(r: &Request, ctx: &mut Ctx) -> Result<Value, GatewayError> {
             Some(ToolChoice::Auto) => Some(json!("auto")),
             Some(ToolChoice::None) => Some(json!("none")),
             Some(ToolChoice::Required) => Some(json!("required")),
-            Some(ToolChoice::Named(n)) => Some(json!({"type": "function", "function": {"name": ctx.tools.shorten(n)}})),
+            Some(ToolChoice::Named(n)) => Some(
+                json!({"type": "function", "function": {"name": ctx.tools.shorten(n, ctx.quirks.tool_name_max_len)}}),
+            ),
             None => None,
         };
         if let Some(c) = choice {
@@ -410,14 +422,22 @@ pub fn emit_request(r: &Request, ctx: &mut Ctx) -> Result<Value, GatewayError> {
             out.insert("parallel_tool_calls".into(), json!(p));
         }
     }
-    let effort = match (&r.reasoning.effort, r.reasoning.budget_tokens, r.reasoning.enabled) {
+    let wanted = match (&r.reasoning.effort, r.reasoning.budget_tokens, r.reasoning.enabled) {
         (_, _, Some(false)) => None,
-        (Some(e), _, _) => clamp_effort(e),
+        (Some(e), _, _) => Some(e.as_str()),
         (None, Some(b), _) => Some(effort_for_budget(b)),
         _ => None,
     };
-    if let Some(e) = effort {
-        out.insert("reasoning_effort".into(), json!(e));
+    if let Some(e) = wanted.and_then(|w| ctx.quirks.effort(w)) {
+        match ctx.quirks.reasoning_request {
+            ReasoningRequest::ReasoningEffort => out.insert("reasoning_effort".into(), json!(e)),
+            ReasoningRequest::ReasoningObject => out.insert("reasoning".into(), json!({"effort": e})),
+            ReasoningRequest::ThinkingObject => out.insert("thinking".into(), json!({"type": "enabled"})),
+            ReasoningRequest::ChatTemplateKwargs => {
+                out.insert("chat_template_kwargs".into(), json!({"enable_thinking": true}))
+            }
+            ReasoningRequest::None => None,
+        };
     }
     if let Some(t) = r.temperature {
         out.insert("temperature".into(), json!(t));

@@ -3,6 +3,7 @@
 //! request fields a Response object echoes.
 
 use super::support::{Ids, Signer, ToolNames};
+use crate::config::quirks::Quirks;
 use serde_json::Value;
 use std::sync::Arc;
 
@@ -25,6 +26,8 @@ pub struct Ctx {
     /// Names of the tools the request declared (a call that arrives without a
     /// name gets the only one, if there is only one).
     pub declared_tools: Vec<String>,
+    /// How the OpenAI-compatible upstream wants things said.
+    pub quirks: Quirks,
 }
 
 impl Ctx {
@@ -40,6 +43,7 @@ impl Ctx {
             echo: Value::Null,
             context_window: None,
             declared_tools: Vec::new(),
+            quirks: Quirks::default(),
         }
     }
 }

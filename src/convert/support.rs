@@ -157,17 +157,19 @@ pub struct ToolNames {
     namespaced: HashMap<String, (String, String)>,
 }
 
-pub const MAX_OPENAI_TOOL_NAME: usize = 64;
-
 impl ToolNames {
-    /// The name to send upstream for a client tool name, recording how to
-    /// restore it.
-    pub fn shorten(&mut self, name: &str) -> String {
-        if name.len() <= MAX_OPENAI_TOOL_NAME {
+    /// The name to send upstream for a client tool name of more than `max`
+    /// bytes: a prefix and a hash of the whole, recorded for `restore`.
+    pub fn shorten(&mut self, name: &str, max: usize) -> String {
+        if name.len() <= max {
             return name.to_string();
         }
         let hash: String = Sha256::digest(name.as_bytes()).iter().take(4).map(|b| format!("{b:02x}")).collect();
-        let short = format!("{}_{hash}", &name[..55]);
+        let mut keep = max.saturating_sub(hash.len() + 1);
+        while !name.is_char_boundary(keep) {
+            keep -= 1;
+        }
+        let short = format!("{}_{hash}", &name[..keep]);
         self.restore.insert(short.clone(), name.to_string());
         short
     }
@@ -329,10 +331,12 @@ mod tests {
     fn long_tool_names_round_trip() {
         let mut n = ToolNames::default();
         let long = format!("mcp__server__{}", "x".repeat(80));
-        let short = n.shorten(&long);
+        let short = n.shorten(&long, 64);
         assert_eq!(short.len(), 64);
         assert_eq!(n.restore(&short), long);
-        assert_eq!(n.shorten("Bash"), "Bash");
+        assert_eq!(n.shorten("Bash", 64), "Bash");
+        let accented = "é".repeat(40);
+        assert!(n.shorten(&accented, 64).len() <= 64, "cut on a character boundary");
         assert_eq!(n.restore("Bash"), "Bash");
     }
 

@@ -385,6 +385,7 @@ async fn attempt(
             };
             let mut tctx = Ctx::new(&out.model, upstream_model, app.ids.clone(), app.signer.clone());
             tctx.context_window = channel.cfg.context_window;
+            tctx.quirks = channel.cfg.quirks.clone();
             match translate::request(pair, json, &mut tctx) {
                 Ok(body) => (Some(pair), body, pair.upstream_endpoint(), Some(tctx)),
                 Err(e) => return Attempt::Reject(e),
