@@ -10,6 +10,8 @@ import threading
 import urllib.request
 from dataclasses import dataclass, field
 
+import anthropic
+import openai
 import pytest
 
 BIN = os.environ.get("CODEX_PROXY_BIN") or os.path.join(
@@ -33,6 +35,7 @@ models:
   - {{id: text-embedding-3-small, owned_by: openai, price: {{input: 0.02, output: 0}}}}
   - {{id: claude-sonnet-4-6, display_name: Claude Sonnet 4.6, owned_by: anthropic,
      price: {{input: 3, cached_input: 0.3, cache_write: 3.75, output: 15}}}}
+  - {{id: qwen3-coder, owned_by: qwen, price: {{input: 0.5, cached_input: 0.05, output: 2}}}}
 channels:
   - name: oa
     kind: openai
@@ -45,6 +48,12 @@ channels:
     base_url: {fake}
     api_key: sk-ant-test
     models: [claude-sonnet-4-6]
+    health_check: {{enabled: false}}
+  - name: qc
+    kind: openai-chat
+    base_url: {chat_fake}/v1
+    api_key: sk-chat
+    models: [qwen3-coder]
     health_check: {{enabled: false}}
 """
 
@@ -76,6 +85,7 @@ def _ready(proc, what):
 class Stack:
     base: str  # http://127.0.0.1:PORT
     fake: str
+    chat_fake: str  # a chat-only upstream (404 on /v1/responses)
     key: str
     conf: str
     procs: list = field(default_factory=list)
@@ -84,17 +94,17 @@ class Stack:
         out = subprocess.run([BIN, *args, "-c", self.conf], capture_output=True, text=True, check=True)
         return out.stdout
 
-    def script(self, *behaviors):
+    def script(self, *behaviors, upstream=None):
         req = urllib.request.Request(
-            self.fake + "/_fake/script",
+            (upstream or self.fake) + "/_fake/script",
             data=json.dumps(list(behaviors)).encode(),
             headers={"content-type": "application/json"},
             method="POST",
         )
         urllib.request.urlopen(req, timeout=10).read()
 
-    def upstream_requests(self):
-        return json.loads(urllib.request.urlopen(self.fake + "/_fake/requests", timeout=10).read())
+    def upstream_requests(self, upstream=None):
+        return json.loads(urllib.request.urlopen((upstream or self.fake) + "/_fake/requests", timeout=10).read())
 
 
 @pytest.fixture(scope="session")
@@ -104,9 +114,16 @@ def stack():
         [BIN, "fake-upstream", "--listen", "127.0.0.1:0"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
     )
     fake_addr = "http://" + _ready(fake, "fake upstream")["listen"]
+    chat_fake = subprocess.Popen(
+        [BIN, "fake-upstream", "--listen", "127.0.0.1:0", "--chat-only"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    chat_addr = "http://" + _ready(chat_fake, "chat-only fake upstream")["listen"]
     conf = os.path.join(tmp, "codex-proxy.yaml")
     with open(conf, "w") as f:
-        f.write(CONF.format(data=os.path.join(tmp, "data"), fake=fake_addr))
+        f.write(CONF.format(data=os.path.join(tmp, "data"), fake=fake_addr, chat_fake=chat_addr))
     subprocess.run([BIN, "users", "add", "sdk@example.com", "-c", conf], check=True, capture_output=True)
     subprocess.run([BIN, "credits", "add", "sdk@example.com", "100", "-c", conf], check=True, capture_output=True)
     key = subprocess.run(
@@ -119,7 +136,7 @@ def stack():
         text=True,
     )
     addr = _ready(gw, "gateway")["listen"][0]
-    s = Stack(base=f"http://{addr}", fake=fake_addr, key=key, conf=conf, procs=[gw, fake])
+    s = Stack(base=f"http://{addr}", fake=fake_addr, chat_fake=chat_addr, key=key, conf=conf, procs=[gw, fake, chat_fake])
     yield s
     for p in s.procs:
         p.terminate()
@@ -127,3 +144,14 @@ def stack():
             p.wait(10)
         except subprocess.TimeoutExpired:
             p.kill()
+
+
+@pytest.fixture
+def oa(stack):
+    return openai.OpenAI(base_url=stack.base + "/v1", api_key=stack.key, max_retries=0, timeout=30)
+
+
+@pytest.fixture
+def an(stack):
+    # The Anthropic SDK takes the root URL (no /v1) and sends Bearer for api_key.
+    return anthropic.Anthropic(base_url=stack.base, api_key=stack.key, max_retries=0, timeout=30)

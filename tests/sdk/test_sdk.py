@@ -5,20 +5,9 @@ import openai
 import pytest
 
 
-@pytest.fixture
-def oa(stack):
-    return openai.OpenAI(base_url=stack.base + "/v1", api_key=stack.key, max_retries=0, timeout=30)
-
-
-@pytest.fixture
-def an(stack):
-    # The Anthropic SDK takes the root URL (no /v1) and sends Bearer for api_key.
-    return anthropic.Anthropic(base_url=stack.base, api_key=stack.key, max_retries=0, timeout=30)
-
-
 def test_models(oa, an):
     ids = [m.id for m in oa.models.list()]
-    assert ids == ["gpt-4o-mini", "gpt-5.1-codex", "text-embedding-3-small", "claude-sonnet-4-6"]
+    assert ids == ["gpt-4o-mini", "gpt-5.1-codex", "text-embedding-3-small", "claude-sonnet-4-6", "qwen3-coder"]
     page = an.models.list()
     claude = [m for m in page.data if m.id == "claude-sonnet-4-6"][0]
     assert claude.display_name == "Claude Sonnet 4.6"
