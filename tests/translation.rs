@@ -426,3 +426,23 @@ async fn native_channels_are_preferred_and_translation_takes_over_when_they_fail
     assert_eq!(line["translation"], "responses->chat");
     assert_eq!(line["attempts"].as_array().unwrap().len(), 2);
 }
+
+#[tokio::test]
+async fn scripted_tool_call_goes_to_the_request_that_declares_tools() {
+    // What scripts/clients-smoke relies on: a client's title request (no
+    // tools) must not consume the tool call meant for its agent turn.
+    let fake = fake();
+    let (gw, key) = start(&fake);
+    fake.script(Behavior {
+        body_contains: Some("\"tools\"".into()),
+        tool_call: Some(FakeToolCall { name: "get_weather".into(), arguments: "{}".into() }),
+        ..Default::default()
+    });
+    let title = json!({"model": "gpt-4o-mini", "max_tokens": 20, "messages": [{"role": "user", "content": "title?"}]});
+    let (s, _, b) = call(&gw, "/v1/messages", &key, &title).await;
+    assert_eq!((s, json(&b)["stop_reason"].as_str()), (200, Some("end_turn")), "{b}");
+    let mut agent = title.clone();
+    agent["tools"] = json!([{"name": "get_weather", "input_schema": {"type": "object"}}]);
+    let (s, _, b) = call(&gw, "/v1/messages", &key, &agent).await;
+    assert_eq!((s, json(&b)["stop_reason"].as_str()), (200, Some("tool_use")), "{b}");
+}

@@ -114,9 +114,13 @@ impl FakeState {
         self.opts.lock().expected_key = key;
     }
 
-    fn take_behavior(&self, path: &str) -> Behavior {
+    fn take_behavior(&self, path: &str, body: &[u8]) -> Behavior {
         let mut script = self.script.lock();
-        let pos = script.iter().position(|b| b.path.as_deref().is_none_or(|p| path.starts_with(p)));
+        let body = String::from_utf8_lossy(body);
+        let pos = script.iter().position(|b| {
+            b.path.as_deref().is_none_or(|p| path.starts_with(p))
+                && b.body_contains.as_deref().is_none_or(|s| body.contains(s))
+        });
         pos.and_then(|i| script.remove(i)).unwrap_or_default()
     }
 }
@@ -321,7 +325,7 @@ async fn handle(state: Arc<FakeState>, req: Request<Incoming>) -> Result<Respons
             received_ms: crate::store::now_ms(),
         });
     }
-    let behavior = state.take_behavior(&path);
+    let behavior = state.take_behavior(&path, &body);
     let api = api_of(&path);
     if behavior.hang {
         std::future::pending::<()>().await;

@@ -10,6 +10,9 @@ use serde::{Deserialize, Serialize};
 pub struct Behavior {
     /// Only requests whose path starts with this consume the behaviour.
     pub path: Option<String>,
+    /// Only requests whose body contains this consume the behaviour (a real
+    /// client's agent turn declares `"tools"`; its title request does not).
+    pub body_contains: Option<String>,
     /// Answer with this status; non-2xx get an error body in the API's shape
     /// unless `body` is given.
     pub status: Option<u16>,
