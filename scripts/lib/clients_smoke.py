@@ -1,7 +1,7 @@
-"""Real coding agents through the gateway, offline: Claude Code (`claude -p`),
-Codex CLI (`codex exec`) and OpenCode on each of its three wires, all on a
-chat-only fake upstream, so every client but OpenCode's chat wire runs through
-a translation. Each case is a prompt and a tool-call round trip: the fake
+"""Real coding agents through the gateway, offline: Claude Code (`claude -p`)
+and Codex CLI (`codex exec`) on a channel that speaks their API and on a
+chat-only one (translated), and OpenCode on each of its three wires against
+the chat-only channel. Each case is a prompt and a tool-call round trip: the fake
 answers the first agent turn with a call to the client's file-reading tool,
 the client runs it, and the second turn must carry the file's token back
 upstream; the client must then print the fake's final answer.
@@ -41,9 +41,21 @@ models:
 channels:
   - name: chat-only
     kind: openai-chat
+    base_url: {chat_fake}/v1
+    api_key: sk-fake
+    models: [qwen3-coder]
+    health_check: {{enabled: false}}
+  - name: openai
+    kind: openai
     base_url: {fake}/v1
     api_key: sk-fake
-    models: [claude-sonnet-4-6, gpt-5.1-codex, qwen3-coder]
+    models: [gpt-5.1-codex]
+    health_check: {{enabled: false}}
+  - name: anthropic
+    kind: anthropic
+    base_url: {fake}
+    api_key: sk-fake
+    models: [claude-sonnet-4-6]
     health_check: {{enabled: false}}
 """
 
@@ -81,11 +93,13 @@ class Stack:
     def __init__(self, tmp):
         self.tmp = tmp
         self.procs = []
-        fake = self.spawn([BIN, "fake-upstream", "--listen", "127.0.0.1:0", "--chat-only"], "fake.log")
+        fake = self.spawn([BIN, "fake-upstream", "--listen", "127.0.0.1:0"], "fake.log")
         self.fake = "http://" + ready(fake, "fake upstream")["listen"]
+        chat_fake = self.spawn([BIN, "fake-upstream", "--listen", "127.0.0.1:0", "--chat-only"], "chat-fake.log")
+        self.chat_fake = "http://" + ready(chat_fake, "chat-only fake upstream")["listen"]
         self.conf = os.path.join(tmp, "codex-proxy.yaml")
         with open(self.conf, "w") as f:
-            f.write(CONF.format(data=os.path.join(tmp, "data"), fake=self.fake))
+            f.write(CONF.format(data=os.path.join(tmp, "data"), fake=self.fake, chat_fake=self.chat_fake))
         cli = lambda *a: subprocess.run([BIN, *a, "-c", self.conf], check=True, capture_output=True, text=True)
         cli("users", "add", "smoke@example.com")
         cli("credits", "add", "smoke@example.com", "100")
@@ -106,20 +120,21 @@ class Stack:
             except subprocess.TimeoutExpired:
                 p.kill()
 
-    def script(self, tool, arguments, answer):
-        http(self.fake + "/_fake/reset", {})
+    def script(self, upstream, tool, arguments, answer):
+        for u in (self.fake, self.chat_fake):
+            http(u + "/_fake/reset", {})
         # Only agent turns (they declare tools) take these; title and other
         # side requests get the fake's default text.
         http(
-            self.fake + "/_fake/script",
+            upstream + "/_fake/script",
             [
                 {"body_contains": '"tools"', "tool_call": {"name": tool, "arguments": json.dumps(arguments)}},
                 {"body_contains": '"tools"', "text": answer},
             ],
         )
 
-    def upstream_bodies(self):
-        return [r["body"] for r in http(self.fake + "/_fake/requests")]
+    def upstream_bodies(self, upstream):
+        return [r["body"] for r in http(upstream + "/_fake/requests")]
 
     def access_log(self):
         path = os.path.join(self.tmp, "data", "access.log")
@@ -146,15 +161,19 @@ def home_env(tmp, name):
     return home, env
 
 
-def claude_case(stack, tmp, work, token_file):
-    home, env = home_env(tmp, "claude")
+def claude_case(model):
+    return lambda stack, tmp, work, token_file: claude(model, stack, tmp, work, token_file)
+
+
+def claude(model, stack, tmp, work, token_file):
+    home, env = home_env(tmp, "claude-" + model)
     env.update(
         {
             "ANTHROPIC_BASE_URL": stack.base,  # no /v1: Claude Code appends it
             "ANTHROPIC_AUTH_TOKEN": stack.key,
-            "ANTHROPIC_MODEL": "claude-sonnet-4-6",
-            "ANTHROPIC_DEFAULT_HAIKU_MODEL": "claude-sonnet-4-6",
-            "ANTHROPIC_SMALL_FAST_MODEL": "claude-sonnet-4-6",
+            "ANTHROPIC_MODEL": model,
+            "ANTHROPIC_DEFAULT_HAIKU_MODEL": model,
+            "ANTHROPIC_SMALL_FAST_MODEL": model,
             "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
             "DISABLE_AUTOUPDATER": "1",
             "DISABLE_TELEMETRY": "1",
@@ -165,13 +184,17 @@ def claude_case(stack, tmp, work, token_file):
     return cmd, env, ("Read", {"file_path": token_file})
 
 
-def codex_case(stack, tmp, work, token_file):
-    home, env = home_env(tmp, "codex")
+def codex_case(model):
+    return lambda stack, tmp, work, token_file: codex(model, stack, tmp, work, token_file)
+
+
+def codex(model, stack, tmp, work, token_file):
+    home, env = home_env(tmp, "codex-" + model)
     codex_home = os.path.join(home, ".codex")
     os.makedirs(codex_home, exist_ok=True)
     with open(os.path.join(codex_home, "config.toml"), "w") as f:
         f.write(
-            f"""model = "gpt-5.1-codex"
+            f"""model = "{model}"
 model_provider = "relay"
 [analytics]
 enabled = false
@@ -189,7 +212,7 @@ stream_max_retries = 0
 """
         )
     env.update({"CODEX_HOME": codex_home, "RELAY_API_KEY": stack.key})
-    out = os.path.join(tmp, "codex-last.txt")
+    out = os.path.join(work, "codex-last.txt")
     cmd = ["codex", "exec", "--skip-git-repo-check", "--ephemeral", "-s", "read-only", "-o", out,
            "Print the token in smoke.txt."]
     return cmd, env, ("exec_command", {"cmd": f"cat {token_file}"})
@@ -221,16 +244,19 @@ def opencode_case(wire, npm, model):
     return case
 
 
+# name, set-up, upstream ("chat": the chat-only fake), translation expected.
 CASES = [
-    ("claude-code", claude_case, "messages->chat"),
-    ("codex", codex_case, "responses->chat"),
-    ("opencode-chat", opencode_case("chat", "@ai-sdk/openai-compatible", "qwen3-coder"), None),
-    ("opencode-responses", opencode_case("responses", "@ai-sdk/openai", "qwen3-coder"), "responses->chat"),
-    ("opencode-messages", opencode_case("messages", "@ai-sdk/anthropic", "claude-sonnet-4-6"), "messages->chat"),
+    ("claude-code", claude_case("claude-sonnet-4-6"), "full", None),
+    ("claude-code-on-chat", claude_case("qwen3-coder"), "chat", "messages->chat"),
+    ("codex", codex_case("gpt-5.1-codex"), "full", None),
+    ("codex-on-chat", codex_case("qwen3-coder"), "chat", "responses->chat"),
+    ("opencode-chat", opencode_case("chat", "@ai-sdk/openai-compatible", "qwen3-coder"), "chat", None),
+    ("opencode-responses", opencode_case("responses", "@ai-sdk/openai", "qwen3-coder"), "chat", "responses->chat"),
+    ("opencode-messages", opencode_case("messages", "@ai-sdk/anthropic", "qwen3-coder"), "chat", "messages->chat"),
 ]
 
 
-def run_case(stack, tmp, name, make, translation):
+def run_case(stack, tmp, name, make, where):
     work = os.path.join(tmp, "work-" + name)
     os.makedirs(work, exist_ok=True)
     token = "smoke-" + secrets.token_hex(6)
@@ -239,7 +265,8 @@ def run_case(stack, tmp, name, make, translation):
         f.write(token + "\n")
     cmd, env, (tool, args) = make(stack, tmp, work, token_file)
     answer = f"The token is {token}. DONE-{name}"
-    stack.script(tool, args, answer)
+    upstream = stack.chat_fake if where == "chat" else stack.fake
+    stack.script(upstream, tool, args, answer)
     started = time.time()
     try:
         p = subprocess.run(cmd, cwd=work, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
@@ -250,9 +277,9 @@ def run_case(stack, tmp, name, make, translation):
         out = out.decode() if isinstance(out, bytes) else out
         err = err.decode() if isinstance(err, bytes) else err
     secs = time.time() - started
-    if name == "codex" and os.path.exists(os.path.join(tmp, "codex-last.txt")):
-        out += open(os.path.join(tmp, "codex-last.txt")).read()
-    bodies = stack.upstream_bodies()
+    if os.path.exists(os.path.join(work, "codex-last.txt")):
+        out += open(os.path.join(work, "codex-last.txt")).read()
+    bodies = stack.upstream_bodies(upstream)
     agent_turns = [b for b in bodies if '"tools"' in b]
     round_trip = any(token in b for b in agent_turns[1:])
     answered = f"DONE-{name}" in out
@@ -276,10 +303,10 @@ def main():
     stack = Stack(tmp)
     results = []
     try:
-        for name, make, translation in CASES:
+        for name, make, where, translation in CASES:
             if only and name not in only:
                 continue
-            ok = run_case(stack, tmp, name, make, translation)
+            ok = run_case(stack, tmp, name, make, where)
             results.append((name, ok, translation))
         seen = {line.get("translation") for line in stack.access_log()}
         for name, ok, translation in results:
