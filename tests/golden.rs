@@ -8,7 +8,6 @@ use codex_proxy::convert::context::Ctx;
 use codex_proxy::convert::errors;
 use codex_proxy::convert::support::{estimate_request, FixedIds, Signer};
 use codex_proxy::convert::translate::{self, Pair, Translating};
-use codex_proxy::convert::Relay;
 use proptest::prelude::*;
 use serde_json::Value;
 use std::sync::Arc;
@@ -75,14 +74,7 @@ fn assert_stream_eq(actual: &str, expected_file: &str) {
 
 fn run(pair: Pair, ctx: Ctx, input: &[u8], cuts: &[usize], upstream_stream: bool, client_stream: bool) -> String {
     let mut relay = Translating::new(pair, ctx, upstream_stream, client_stream);
-    let mut out = Vec::new();
-    let mut last = 0;
-    for &c in cuts.iter().chain(std::iter::once(&input.len())) {
-        out.extend_from_slice(&relay.push(bytes::Bytes::copy_from_slice(&input[last..c])));
-        last = c;
-    }
-    out.extend_from_slice(&relay.finish());
-    String::from_utf8(out).unwrap()
+    String::from_utf8(codex_proxy::convert::relay_in_pieces(&mut relay, input, cuts)).unwrap()
 }
 
 /// Streams fixture `{g}.in.sse` through and compares with `{g}.out.sse`.

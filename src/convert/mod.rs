@@ -74,3 +74,18 @@ pub trait Relay: Send + Sync {
         self.seen().error.as_ref()
     }
 }
+
+/// Runs a whole upstream body through `relay`, pushed in pieces ending at each
+/// of `cuts` (ascending offsets) and then the rest; returns the client bytes.
+/// For tests and fuzzing: a relay's output must not depend on the cuts.
+pub fn relay_in_pieces(relay: &mut dyn Relay, input: &[u8], cuts: &[usize]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut last = 0;
+    for &c in cuts.iter().chain(std::iter::once(&input.len())) {
+        let c = c.clamp(last, input.len());
+        out.extend_from_slice(&relay.push(Bytes::copy_from_slice(&input[last..c])));
+        last = c;
+    }
+    out.extend_from_slice(&relay.finish());
+    out
+}

@@ -313,16 +313,7 @@ mod tests {
         "data: [DONE]\n\n",
     );
 
-    fn run(relay: &mut dyn Relay, input: &[u8], cuts: &[usize]) -> Vec<u8> {
-        let mut out = Vec::new();
-        let mut last = 0;
-        for &c in cuts.iter().chain(std::iter::once(&input.len())) {
-            out.extend_from_slice(&relay.push(Bytes::copy_from_slice(&input[last..c])));
-            last = c;
-        }
-        out.extend_from_slice(&relay.finish());
-        out
-    }
+    use crate::convert::relay_in_pieces as run;
 
     #[test]
     fn chat_stream_is_byte_identical_when_usage_was_asked() {
