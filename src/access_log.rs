@@ -131,6 +131,9 @@ impl AccessLogTask {
     }
 
     fn run(mut self) {
+        /// How long lines gather after the queue runs dry (well inside the
+        /// one second in which `tail -f` must see them).
+        const PACE: Duration = Duration::from_millis(20);
         let rt = match tokio::runtime::Builder::new_current_thread().enable_time().build() {
             Ok(rt) => rt,
             Err(e) => {
@@ -150,6 +153,11 @@ impl AccessLogTask {
         loop {
             let msg = rt.block_on(async { tokio::time::timeout(FLUSH_EVERY, self.rx.recv()).await });
             let lull = msg.is_err();
+            if matches!(msg, Ok(Some(Msg::Line(_)))) && self.rx.is_empty() {
+                // Let lines gather: while this thread sleeps instead of
+                // waiting on the queue, handlers enqueue without waking it.
+                std::thread::sleep(PACE);
+            }
             match msg {
                 Ok(Some(Msg::Line(line))) => {
                     if let Some(w) = out.as_mut() {

@@ -192,16 +192,18 @@ fn run(conn: Connection, mut rx: mpsc::Receiver<WriteOp>, flush_interval: Durati
         if let Ok(Some(op)) = first {
             let flush_now = matches!(op, WriteOp::Flush(_));
             push(op, &mut pending, &mut acks);
-            // A flush is someone waiting: no window for it.
-            let close = tokio::time::Instant::now() + if flush_now { Duration::ZERO } else { GROUP_WINDOW };
-            rt.block_on(async {
-                while pending.len() < MAX_BATCH {
-                    match tokio::time::timeout_at(close, rx.recv()).await {
-                        Ok(Some(op)) => push(op, &mut pending, &mut acks),
-                        _ => break,
-                    }
+            // Sleep rather than wait on the queue: while nobody waits on it,
+            // handlers enqueue without waking this thread (a futex call per
+            // request otherwise). A flush is someone waiting: no window.
+            if !flush_now {
+                std::thread::sleep(GROUP_WINDOW);
+            }
+            while pending.len() < MAX_BATCH {
+                match rx.try_recv() {
+                    Ok(op) => push(op, &mut pending, &mut acks),
+                    Err(_) => break,
                 }
-            });
+            }
         }
         if !pending.is_empty() {
             match commit(&conn, &pending) {
