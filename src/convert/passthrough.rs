@@ -128,19 +128,28 @@ impl SsePassthrough {
         if data == "[DONE]" {
             return Verdict::Forward;
         }
-        if scan::has_object(data, "error") && !data.contains("\"choices\"") {
+        // One pass over the keys instead of a search per key.
+        let (mut error, mut choices, mut usage, mut chars, mut content) = (false, false, false, 0, false);
+        for (key, at) in scan::keys(data) {
+            match key {
+                "content" | "arguments" | "reasoning_content" | "refusal" => chars += scan::string_len_at(data, at),
+                "tool_calls" => content |= data.as_bytes().get(at) == Some(&b'['),
+                "finish_reason" => content |= data.as_bytes().get(at) == Some(&b'"'),
+                "choices" => choices = true,
+                "usage" => usage |= scan::object_at(data, at),
+                "error" => error |= scan::object_at(data, at),
+                _ => {}
+            }
+        }
+        if error && !choices {
             self.seen.error = Some(parse_error(data));
             return Verdict::Forward;
         }
-        let chars = scan::string_values_len(data, "content")
-            + scan::string_values_len(data, "arguments")
-            + scan::string_values_len(data, "reasoning_content")
-            + scan::string_values_len(data, "refusal");
         self.seen.output_chars += chars;
-        if chars > 0 || data.contains("\"tool_calls\"") || data.contains("\"finish_reason\":\"") {
+        if chars > 0 || content {
             self.seen.content = true;
         }
-        if scan::has_object(data, "usage") {
+        if usage {
             if let Ok(v) = serde_json::from_str::<Value>(data) {
                 if let Some(u) = v.get("usage").and_then(Usage::from_openai_chat) {
                     self.seen.usage = Some(u);
@@ -173,9 +182,10 @@ impl SsePassthrough {
             }
             "content_block_start" | "content_block_delta" => {
                 self.seen.content = true;
-                self.seen.output_chars += scan::string_values_len(data, "text")
-                    + scan::string_values_len(data, "partial_json")
-                    + scan::string_values_len(data, "thinking");
+                self.seen.output_chars += scan::keys(data)
+                    .filter(|(k, _)| matches!(*k, "text" | "partial_json" | "thinking"))
+                    .map(|(_, at)| scan::string_len_at(data, at))
+                    .sum::<u64>();
             }
             "error" => self.seen.error = Some(parse_error(data)),
             _ => {}
