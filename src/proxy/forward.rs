@@ -23,6 +23,7 @@ use crate::convert::translate::{self, Pair, Translating};
 use crate::convert::Relay;
 use crate::error::GatewayError;
 use bytes::{Bytes, BytesMut};
+use futures_util::FutureExt;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::http::client::HttpSession;
 use pingora::proxy::Session;
@@ -629,7 +630,10 @@ enum Pump {
     ClientGone,
 }
 
-/// Relays the upstream body to the client chunk by chunk as it arrives.
+/// Most bytes gathered from a burst before writing them to the client.
+const COALESCE_LIMIT: usize = 64 << 10;
+
+/// Relays the upstream body to the client as it arrives.
 async fn pump(
     session: &mut Session,
     ctx: &RequestCtx,
@@ -637,15 +641,33 @@ async fn pump(
     relay: &mut dyn Relay,
     deadline: tokio::time::Instant,
 ) -> Pump {
+    // A read that completed while a burst was being gathered, handled first.
+    let mut ready: Option<pingora::Result<Option<Bytes>>> = None;
     loop {
-        let next = tokio::select! {
-            r = tokio::time::timeout_at(deadline, up.read_response_body()) => r,
-            _ = session.as_downstream_mut().read_body_or_idle(true) => return Pump::ClientGone,
+        let next = match ready.take() {
+            Some(r) => Ok(r),
+            None => tokio::select! {
+                r = tokio::time::timeout_at(deadline, up.read_response_body()) => r,
+                _ = session.as_downstream_mut().read_body_or_idle(true) => return Pump::ClientGone,
+            },
         };
         let failure = match next {
             Ok(Ok(Some(chunk))) => {
-                let bytes = relay.push(chunk);
-                if !bytes.is_empty() && session.write_response_body(Some(bytes), false).await.is_err() {
+                let mut out = BytesMut::from(relay.push(chunk));
+                // Take what the upstream has already sent as well and write it
+                // in one go: a burst of events costs one send, not one each.
+                // Only what is ready: waiting for more would add latency.
+                while out.len() < COALESCE_LIMIT {
+                    match up.read_response_body().now_or_never() {
+                        Some(Ok(Some(more))) => out.extend_from_slice(&relay.push(more)),
+                        Some(other) => {
+                            ready = Some(other);
+                            break;
+                        }
+                        None => break,
+                    }
+                }
+                if !out.is_empty() && session.write_response_body(Some(out.freeze()), false).await.is_err() {
                     return Pump::ClientGone;
                 }
                 continue;
