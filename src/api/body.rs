@@ -232,6 +232,12 @@ impl<'a> Edit<'a> {
 /// Applies the pass-through edits: optional model rename, and for chat streams
 /// `stream_options.include_usage: true` (so usage can be billed). Returns the
 /// input itself (no copy) when there is nothing to change.
+/// The whole body as a JSON tree (for translation and local estimates; the
+/// pass-through path never needs it).
+pub fn parse_value(body: &[u8]) -> Result<serde_json::Value, GatewayError> {
+    serde_json::from_slice(body).map_err(|e| GatewayError::InvalidJson(e.to_string()))
+}
+
 pub fn rewrite_for_upstream(body: bytes::Bytes, model: Option<&str>, force_include_usage: bool) -> bytes::Bytes {
     let mut edited: Option<Vec<u8>> = None;
     if let Some(m) = model {

@@ -12,7 +12,7 @@
 
 use super::ctx::RequestCtx;
 use crate::access_log::AttemptLog;
-use crate::api::body::rewrite_for_upstream;
+use crate::api::body::{parse_value, rewrite_for_upstream};
 use crate::api::{Endpoint, ErrorShape, Protocol};
 use crate::app::App;
 use crate::billing::estimate;
@@ -24,6 +24,7 @@ use crate::convert::Relay;
 use crate::error::GatewayError;
 use bytes::{Bytes, BytesMut};
 use futures_util::FutureExt;
+use once_cell::sync::OnceCell;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::http::client::HttpSession;
 use pingora::proxy::Session;
@@ -43,8 +44,15 @@ pub struct Outbound {
     pub client_wants_usage: bool,
     /// The client asked for a stream.
     pub stream: bool,
-    /// The parsed body, when some channel may need it translated.
-    pub json: Option<serde_json::Value>,
+    /// The parsed body, built by the first attempt that translates (most
+    /// requests never need it).
+    pub json: OnceCell<serde_json::Value>,
+}
+
+impl Outbound {
+    fn json(&self) -> Result<&serde_json::Value, GatewayError> {
+        self.json.get_or_try_init(|| parse_value(&self.body))
+    }
 }
 
 /// What a failed attempt says about the channel.
@@ -375,24 +383,27 @@ async fn attempt(
     }
     let upstream_model = channel.upstream_model(&out.model).unwrap_or(&out.model);
     let route = channel.route_for(out.protocol).unwrap_or(Route::Native);
-    let (pair, body, endpoint, mut tctx) = match route {
+    // `translation`: the pair and what the response side needs to know.
+    let (body, endpoint, mut translation) = match route {
         Route::Native => {
             let body = rewrite_for_upstream(out.body.clone(), Some(upstream_model), out.add_include_usage);
-            (None, body, out.endpoint, None)
+            (body, out.endpoint, None)
         }
         Route::Translate(pair) => {
-            let Some(json) = out.json.as_ref() else {
-                return Attempt::Reject(GatewayError::Internal("translation without a parsed body".into()));
+            let json = match out.json() {
+                Ok(j) => j,
+                Err(e) => return Attempt::Reject(e),
             };
             let mut tctx = Ctx::new(&out.model, upstream_model, app.ids.clone(), app.signer.clone());
             tctx.context_window = channel.cfg.context_window;
             tctx.quirks = channel.cfg.quirks.clone();
             match translate::request(pair, json, &mut tctx) {
-                Ok(body) => (Some(pair), body, pair.upstream_endpoint(), Some(tctx)),
+                Ok(body) => (body, pair.upstream_endpoint(), Some((pair, tctx))),
                 Err(e) => return Attempt::Reject(e),
             }
         }
     };
+    let pair = translation.as_ref().map(|(p, _)| *p);
     let header = match request_header(session, channel, endpoint, pair, body.len()) {
         Ok(h) => h,
         Err(e) => return fail(None, format!("building request: {e}")),
@@ -437,7 +448,8 @@ async fn attempt(
 
     let is_sse = resp.headers.get("content-type").is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
     let success = (200..300).contains(&status);
-    if let (Some(pair), Some(tctx), false) = (pair, tctx.as_ref(), success) {
+    if let (Some((pair, tctx)), false) = (translation.as_ref(), success) {
+        let pair = *pair;
         // The upstream refused the translated request (400, 404, 413...):
         // the client gets that refusal in its own API's words.
         let body = read_small_body(&mut up, 64 << 10).await;
@@ -452,8 +464,8 @@ async fn attempt(
         ctx.error_kind = Some("upstream_client_error");
         return if gone { Attempt::ClientGone } else { Attempt::Delivered };
     }
-    let mut relay: Box<dyn Relay> = match (pair, tctx.take()) {
-        (Some(pair), Some(tctx)) => {
+    let mut relay: Box<dyn Relay> = match translation.take() {
+        Some((pair, tctx)) => {
             ctx.translation = Some(pair.label());
             Box::new(Translating::new(pair, tctx, is_sse, out.stream))
         }

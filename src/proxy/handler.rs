@@ -6,7 +6,7 @@ use super::account;
 use super::ctx::RequestCtx;
 use super::forward::{self, Outbound};
 use super::respond;
-use crate::api::body::Peek;
+use crate::api::body::{parse_value, Peek};
 use crate::api::{self, Endpoint, Protocol, RouteInput};
 use crate::app::App;
 use crate::auth;
@@ -193,8 +193,7 @@ async fn llm(
     ctx.body_len = body.len();
     if local_count {
         // No Anthropic channel: the same estimate translated streams report.
-        let v: serde_json::Value =
-            serde_json::from_slice(&body).map_err(|e| GatewayError::InvalidJson(e.to_string()))?;
+        let v = parse_value(&body)?;
         let mut tctx = Ctx::new(&model, &model, app.ids.clone(), app.signer.clone());
         let ir = translate::parse(Protocol::CountTokens, &v, &mut tctx)?;
         ctx.translation = Some("count_tokens->estimate");
@@ -203,10 +202,6 @@ async fn llm(
     }
     let affinity = affinity_value(&app.config.routing.affinity_keys, session, &peek)
         .map(|v| Affinity::key(identity.user.id, &model, &v));
-    let json = match translated {
-        true => Some(serde_json::from_slice(&body).map_err(|e| GatewayError::InvalidJson(e.to_string()))?),
-        false => None,
-    };
     let out = Outbound {
         endpoint,
         protocol,
@@ -217,7 +212,7 @@ async fn llm(
         // extra chunk from clients that did not.
         add_include_usage: protocol == Protocol::Chat && stream,
         client_wants_usage: peek.include_usage(),
-        json,
+        json: Default::default(),
     };
     // Channels that speak the client's API first, translating ones after.
     let mut pickers =
