@@ -16,9 +16,9 @@ import shutil
 import subprocess
 import sys
 import tempfile
-import threading
 import time
-import urllib.request
+
+from gateway_stack import Stack
 
 BIN = os.environ["CODEX_PROXY_BIN"]
 CLIENTS = os.environ["CLIENTS_BIN"]  # node_modules/.bin with claude, codex, opencode
@@ -60,87 +60,16 @@ channels:
 """
 
 
-def ready(proc, what):
-    """Reads stdout until the {"event":"ready"} line."""
-    found = {}
-
-    def read():
-        for line in proc.stdout:
-            try:
-                v = json.loads(line)
-            except ValueError:
-                continue
-            if v.get("event") == "ready":
-                found["v"] = v
-                return
-
-    t = threading.Thread(target=read, daemon=True)
-    t.start()
-    t.join(60)
-    if "v" not in found:
-        proc.kill()
-        sys.exit(f"{what} did not start")
-    return found["v"]
-
-
-def http(url, body=None):
-    data = None if body is None else json.dumps(body).encode()
-    req = urllib.request.Request(url, data=data, headers={"content-type": "application/json"})
-    return json.loads(urllib.request.urlopen(req, timeout=10).read())
-
-
-class Stack:
-    def __init__(self, tmp):
-        self.tmp = tmp
-        self.procs = []
-        fake = self.spawn([BIN, "fake-upstream", "--listen", "127.0.0.1:0"], "fake.log")
-        self.fake = "http://" + ready(fake, "fake upstream")["listen"]
-        chat_fake = self.spawn([BIN, "fake-upstream", "--listen", "127.0.0.1:0", "--chat-only"], "chat-fake.log")
-        self.chat_fake = "http://" + ready(chat_fake, "chat-only fake upstream")["listen"]
-        self.conf = os.path.join(tmp, "codex-proxy.yaml")
-        with open(self.conf, "w") as f:
-            f.write(CONF.format(data=os.path.join(tmp, "data"), fake=self.fake, chat_fake=self.chat_fake))
-        cli = lambda *a: subprocess.run([BIN, *a, "-c", self.conf], check=True, capture_output=True, text=True)
-        cli("users", "add", "smoke@example.com")
-        cli("credits", "add", "smoke@example.com", "100")
-        self.key = cli("keys", "create", "smoke@example.com").stdout.strip().splitlines()[-1]
-        gw = self.spawn([BIN, "serve", "-c", self.conf], "gateway.log")
-        self.base = "http://" + ready(gw, "gateway")["listen"][0]
-
-    def spawn(self, cmd, log):
-        p = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=open(os.path.join(self.tmp, log), "w"), text=True)
-        self.procs.append(p)
-        return p
-
-    def stop(self):
-        for p in self.procs:
-            p.terminate()
-            try:
-                p.wait(10)
-            except subprocess.TimeoutExpired:
-                p.kill()
-
-    def script(self, upstream, tool, arguments, answer):
-        for u in (self.fake, self.chat_fake):
-            http(u + "/_fake/reset", {})
-        # Only agent turns (they declare tools) take these; title and other
-        # side requests get the fake's default text.
-        http(
-            upstream + "/_fake/script",
-            [
-                {"body_contains": '"tools"', "tool_call": {"name": tool, "arguments": json.dumps(arguments)}},
-                {"body_contains": '"tools"', "text": answer},
-            ],
-        )
-
-    def upstream_bodies(self, upstream):
-        return [r["body"] for r in http(upstream + "/_fake/requests")]
-
-    def access_log(self):
-        path = os.path.join(self.tmp, "data", "access.log")
-        time.sleep(1.2)  # the log is flushed within a second
-        with open(path) as f:
-            return [json.loads(line) for line in f if line.strip()]
+def script_round_trip(stack, upstream, tool, arguments, answer):
+    """The first agent turn gets a call to `tool`, the second `answer`. Only
+    agent turns (they declare tools) take these; title and other side
+    requests get the fake's default text."""
+    stack.reset()
+    stack.script(
+        {"body_contains": '"tools"', "tool_call": {"name": tool, "arguments": json.dumps(arguments)}},
+        {"body_contains": '"tools"', "text": answer},
+        upstream=upstream,
+    )
 
 
 def home_env(tmp, name):
@@ -266,7 +195,7 @@ def run_case(stack, tmp, name, make, where):
     cmd, env, (tool, args) = make(stack, tmp, work, token_file)
     answer = f"The token is {token}. DONE-{name}"
     upstream = stack.chat_fake if where == "chat" else stack.fake
-    stack.script(upstream, tool, args, answer)
+    script_round_trip(stack, upstream, tool, args, answer)
     started = time.time()
     try:
         p = subprocess.run(cmd, cwd=work, env=env, stdin=subprocess.DEVNULL, capture_output=True, text=True,
@@ -279,7 +208,7 @@ def run_case(stack, tmp, name, make, where):
     secs = time.time() - started
     if os.path.exists(os.path.join(work, "codex-last.txt")):
         out += open(os.path.join(work, "codex-last.txt")).read()
-    bodies = stack.upstream_bodies(upstream)
+    bodies = [r["body"] for r in stack.upstream_requests(upstream)]
     agent_turns = [b for b in bodies if '"tools"' in b]
     round_trip = any(token in b for b in agent_turns[1:])
     answered = f"DONE-{name}" in out
@@ -300,7 +229,7 @@ def run_case(stack, tmp, name, make, where):
 def main():
     only = sys.argv[1:]
     tmp = tempfile.mkdtemp(prefix="codex-proxy-clients-")
-    stack = Stack(tmp)
+    stack = Stack(BIN, tmp, CONF, "smoke@example.com")
     results = []
     try:
         for name, make, where, translation in CASES:
@@ -308,6 +237,7 @@ def main():
                 continue
             ok = run_case(stack, tmp, name, make, where)
             results.append((name, ok, translation))
+        time.sleep(1.2)  # access-log lines reach the file within a second
         seen = {line.get("translation") for line in stack.access_log()}
         for name, ok, translation in results:
             if ok and translation and translation not in seen:

@@ -1,18 +1,17 @@
-"""Starts the real gateway binary and the fake upstream on OS-picked loopback
-ports for the SDK tests. CODEX_PROXY_BIN points at the binary (scripts/test
-sets it)."""
+"""Starts the real gateway binary and the fake upstreams on OS-picked loopback
+ports for the SDK tests (scripts/lib/gateway_stack.py). CODEX_PROXY_BIN points
+at the binary (scripts/test sets it)."""
 
-import json
 import os
-import subprocess
+import sys
 import tempfile
-import threading
-import urllib.request
-from dataclasses import dataclass, field
 
 import anthropic
 import openai
 import pytest
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "scripts", "lib"))
+from gateway_stack import Stack  # noqa: E402
 
 BIN = os.environ.get("CODEX_PROXY_BIN") or os.path.join(
     os.path.dirname(__file__), "..", "..", "target", "debug", "codex-proxy"
@@ -58,92 +57,11 @@ channels:
 """
 
 
-def _ready(proc, what):
-    """Reads stdout until the {"event":"ready"} line."""
-    result = {}
-
-    def read():
-        for line in proc.stdout:
-            try:
-                v = json.loads(line)
-            except ValueError:
-                continue
-            if v.get("event") == "ready":
-                result["v"] = v
-                return
-
-    t = threading.Thread(target=read, daemon=True)
-    t.start()
-    t.join(60)
-    if "v" not in result:
-        proc.kill()
-        raise RuntimeError(f"{what} did not start")
-    return result["v"]
-
-
-@dataclass
-class Stack:
-    base: str  # http://127.0.0.1:PORT
-    fake: str
-    chat_fake: str  # a chat-only upstream (404 on /v1/responses)
-    key: str
-    conf: str
-    procs: list = field(default_factory=list)
-
-    def cli(self, *args):
-        out = subprocess.run([BIN, *args, "-c", self.conf], capture_output=True, text=True, check=True)
-        return out.stdout
-
-    def script(self, *behaviors, upstream=None):
-        req = urllib.request.Request(
-            (upstream or self.fake) + "/_fake/script",
-            data=json.dumps(list(behaviors)).encode(),
-            headers={"content-type": "application/json"},
-            method="POST",
-        )
-        urllib.request.urlopen(req, timeout=10).read()
-
-    def upstream_requests(self, upstream=None):
-        return json.loads(urllib.request.urlopen((upstream or self.fake) + "/_fake/requests", timeout=10).read())
-
-
 @pytest.fixture(scope="session")
 def stack():
-    tmp = tempfile.mkdtemp(prefix="codex-proxy-sdk-")
-    fake = subprocess.Popen(
-        [BIN, "fake-upstream", "--listen", "127.0.0.1:0"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True
-    )
-    fake_addr = "http://" + _ready(fake, "fake upstream")["listen"]
-    chat_fake = subprocess.Popen(
-        [BIN, "fake-upstream", "--listen", "127.0.0.1:0", "--chat-only"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    chat_addr = "http://" + _ready(chat_fake, "chat-only fake upstream")["listen"]
-    conf = os.path.join(tmp, "codex-proxy.yaml")
-    with open(conf, "w") as f:
-        f.write(CONF.format(data=os.path.join(tmp, "data"), fake=fake_addr, chat_fake=chat_addr))
-    subprocess.run([BIN, "users", "add", "sdk@example.com", "-c", conf], check=True, capture_output=True)
-    subprocess.run([BIN, "credits", "add", "sdk@example.com", "100", "-c", conf], check=True, capture_output=True)
-    key = subprocess.run(
-        [BIN, "keys", "create", "sdk@example.com", "-c", conf], check=True, capture_output=True, text=True
-    ).stdout.strip().splitlines()[-1]
-    gw = subprocess.Popen(
-        [BIN, "serve", "-c", conf],
-        stdout=subprocess.PIPE,
-        stderr=open(os.path.join(tmp, "gateway.log"), "w"),
-        text=True,
-    )
-    addr = _ready(gw, "gateway")["listen"][0]
-    s = Stack(base=f"http://{addr}", fake=fake_addr, chat_fake=chat_addr, key=key, conf=conf, procs=[gw, fake, chat_fake])
+    s = Stack(BIN, tempfile.mkdtemp(prefix="codex-proxy-sdk-"), CONF, "sdk@example.com")
     yield s
-    for p in s.procs:
-        p.terminate()
-        try:
-            p.wait(10)
-        except subprocess.TimeoutExpired:
-            p.kill()
+    s.stop()
 
 
 @pytest.fixture
