@@ -5,7 +5,7 @@
 
 use super::context::Ctx;
 use super::ir::*;
-use super::support::{sanitize_schema, Signer};
+use super::support::{image_part, parse_data_url, sanitize_schema, Signer};
 use crate::config::quirks::{MaxTokensField, ReasoningEcho, ReasoningRequest, StreamUsage, SystemPlacement};
 use crate::error::GatewayError;
 use crate::sse::{self, Splitter};
@@ -16,13 +16,6 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 // ---------------------------------------------------------------- request in
-
-fn parse_data_url(url: &str) -> Option<(String, String)> {
-    let rest = url.strip_prefix("data:")?;
-    let (meta, data) = rest.split_once(',')?;
-    let media = meta.strip_suffix(";base64")?;
-    Some((media.to_string(), data.to_string()))
-}
 
 /// Text of a string or a list of text/refusal parts.
 fn text_of(content: &Value) -> String {
@@ -55,10 +48,7 @@ fn user_parts(content: &Value) -> Result<Vec<Part>, GatewayError> {
                             .or_else(|| p.get("image_url"))
                             .and_then(Value::as_str)
                             .unwrap_or("");
-                        out.push(match parse_data_url(url) {
-                            Some((mt, data)) => Part::Image { url: None, media_type: Some(mt), data: Some(data) },
-                            None => Part::Image { url: Some(url.to_string()), media_type: None, data: None },
-                        });
+                        out.push(image_part(url));
                     }
                     "file" => {
                         let data = p.pointer("/file/file_data").and_then(Value::as_str).unwrap_or("");

@@ -4,6 +4,7 @@
 
 use super::context::Ctx;
 use super::ir::*;
+use super::support::{image_part, parse_data_url};
 use crate::error::GatewayError;
 use crate::sse;
 use crate::usage::Usage;
@@ -45,23 +46,16 @@ fn input_parts(content: &Value) -> Result<Vec<Part>, GatewayError> {
                             ));
                         }
                         let url = p.get("image_url").and_then(Value::as_str).unwrap_or("");
-                        out.push(match url.strip_prefix("data:").and_then(|r| r.split_once(',')) {
-                            Some((meta, data)) => Part::Image {
-                                url: None,
-                                media_type: Some(meta.trim_end_matches(";base64").to_string()),
-                                data: Some(data.to_string()),
-                            },
-                            None => Part::Image { url: Some(url.to_string()), media_type: None, data: None },
-                        });
+                        out.push(image_part(url));
                     }
                     "input_file" => {
                         let data = p.get("file_data").and_then(Value::as_str).unwrap_or("");
-                        let Some((meta, d)) = data.strip_prefix("data:").and_then(|r| r.split_once(',')) else {
-                            return Err(unsupported("input", "input_file needs file_data"));
+                        let Some((media_type, data)) = parse_data_url(data) else {
+                            return Err(unsupported("input", "input_file needs file_data as a base64 data URL"));
                         };
                         out.push(Part::File {
-                            media_type: meta.trim_end_matches(";base64").to_string(),
-                            data: d.to_string(),
+                            media_type,
+                            data,
                             filename: p.get("filename").and_then(Value::as_str).map(str::to_string),
                         });
                     }

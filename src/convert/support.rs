@@ -71,6 +71,20 @@ impl Ids for FixedIds {
     }
 }
 
+/// `data:MEDIA;base64,DATA` → (media type, base64 data).
+pub fn parse_data_url(url: &str) -> Option<(String, String)> {
+    let (meta, data) = url.strip_prefix("data:")?.split_once(',')?;
+    Some((meta.strip_suffix(";base64")?.to_string(), data.to_string()))
+}
+
+/// An image given by URL: inline when it is a base64 data URL.
+pub fn image_part(url: &str) -> Part {
+    match parse_data_url(url) {
+        Some((media_type, data)) => Part::Image { url: None, media_type: Some(media_type), data: Some(data) },
+        None => Part::Image { url: Some(url.to_string()), media_type: None, data: None },
+    }
+}
+
 /// Signs thinking that came from an OpenAI-compatible upstream (§2.6):
 /// `gw1.` + base64url(HMAC-SHA256(key, upstream model NUL thinking text)).
 /// Claude Code drops thinking blocks without a signature; Anthropic rejects
