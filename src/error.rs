@@ -4,7 +4,6 @@
 //! `{"type":"error","error":{…}}`).
 
 use crate::api::ErrorShape;
-use crate::config::units::format_credits;
 use bytes::Bytes;
 use serde_json::json;
 
@@ -196,11 +195,6 @@ impl GatewayError {
         };
         Bytes::from(serde_json::to_vec(&v).unwrap_or_default())
     }
-}
-
-/// A message for balances in errors and headers: `12.5 credits`.
-pub fn credits_text(micros: i64) -> String {
-    format!("{} credits", format_credits(micros))
 }
 
 #[cfg(test)]

@@ -120,10 +120,6 @@ impl Directory {
         self.users.values()
     }
 
-    pub fn user_by_email(&self, email: &str) -> Option<&Arc<UserEntry>> {
-        self.users.values().find(|u| u.email.eq_ignore_ascii_case(email))
-    }
-
     /// Authenticates a presented key. Each failure names its cause (the 401
     /// message tells the user which).
     pub fn authenticate(&self, presented: &str, now_ms: i64) -> Result<Identity, GatewayError> {

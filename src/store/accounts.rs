@@ -72,12 +72,6 @@ pub fn user(conn: &Connection, email: &str) -> Result<UserRow, StoreError> {
     find_user(conn, email)?.ok_or_else(|| StoreError::NoSuchUser(email.to_string()))
 }
 
-pub fn user_by_id(conn: &Connection, id: i64) -> Result<Option<UserRow>, StoreError> {
-    conn.query_row(&format!("SELECT {USER_COLS} FROM users WHERE id = ?1"), [id], user_row)
-        .optional()
-        .ctx("reading user")
-}
-
 pub fn list_users(conn: &Connection) -> Result<Vec<UserRow>, StoreError> {
     let mut stmt = conn.prepare(&format!("SELECT {USER_COLS} FROM users ORDER BY id")).ctx("listing users")?;
     let rows = stmt.query_map([], user_row).ctx("listing users")?;
