@@ -7,7 +7,7 @@ use super::scan;
 use super::{Relay, Seen, StreamError};
 use crate::api::Protocol;
 use crate::sse::{self, Splitter};
-use crate::usage::Usage;
+use crate::usage::{Usage, UsageFields};
 use bytes::{Bytes, BytesMut};
 use serde_json::Value;
 
@@ -31,12 +31,7 @@ impl JsonPassthrough {
 
 /// Reads the `usage` object of a non-streaming response of `protocol`.
 pub fn usage_from_body(protocol: Protocol, body: &[u8]) -> Option<Usage> {
-    #[derive(serde::Deserialize)]
-    struct WithUsage {
-        #[serde(default)]
-        usage: Option<Value>,
-    }
-    let u = serde_json::from_slice::<WithUsage>(body).ok()?.usage?;
+    let u = UsageFields::from_body(body)?;
     match protocol {
         Protocol::Chat | Protocol::Embeddings => Usage::from_openai_chat(&u),
         Protocol::Responses => Usage::from_responses(&u),

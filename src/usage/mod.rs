@@ -7,6 +7,9 @@
 //! cached tokens, Anthropic's `input_tokens` excludes them — the readers below
 //! normalise both.
 
+mod fields;
+
+pub use fields::UsageFields;
 use serde::Serialize;
 use serde_json::Value;
 
@@ -19,12 +22,31 @@ pub struct Usage {
     pub reasoning: u64,
 }
 
-fn n(v: &Value, path: &[&str]) -> Option<u64> {
-    let mut cur = v;
-    for p in path {
-        cur = cur.get(p)?;
+/// Where the readers below find token counts: a parsed JSON tree (stream
+/// events, translated bodies) or the few fields [`UsageFields`] pulls straight
+/// out of a relayed response body without building one.
+pub trait UsageSource {
+    /// Whether `usage` was a JSON object at all.
+    fn is_object(&self) -> bool;
+    /// The non-negative integer at `path` (one or two keys deep).
+    fn num(&self, path: &[&str]) -> Option<u64>;
+}
+
+impl UsageSource for Value {
+    fn is_object(&self) -> bool {
+        Value::is_object(self)
     }
-    cur.as_u64()
+    fn num(&self, path: &[&str]) -> Option<u64> {
+        let mut cur = self;
+        for p in path {
+            cur = cur.get(p)?;
+        }
+        cur.as_u64()
+    }
+}
+
+fn n<U: UsageSource + ?Sized>(v: &U, path: &[&str]) -> Option<u64> {
+    v.num(path)
 }
 
 impl Usage {
@@ -53,7 +75,7 @@ impl Usage {
 
     /// OpenAI Chat Completions / Embeddings `usage`, including the cache-field
     /// variants of OpenAI-compatible servers (DeepSeek, Moonshot, LiteLLM-style).
-    pub fn from_openai_chat(u: &Value) -> Option<Usage> {
+    pub fn from_openai_chat<U: UsageSource + ?Sized>(u: &U) -> Option<Usage> {
         if !u.is_object() {
             return None;
         }
@@ -76,7 +98,7 @@ impl Usage {
     }
 
     /// OpenAI Responses `usage`.
-    pub fn from_responses(u: &Value) -> Option<Usage> {
+    pub fn from_responses<U: UsageSource + ?Sized>(u: &U) -> Option<Usage> {
         if !u.is_object() {
             return None;
         }
@@ -93,7 +115,7 @@ impl Usage {
     }
 
     /// Anthropic `usage` (message, `message_start.message.usage`).
-    pub fn from_anthropic(u: &Value) -> Option<Usage> {
+    pub fn from_anthropic<U: UsageSource + ?Sized>(u: &U) -> Option<Usage> {
         if !u.is_object() {
             return None;
         }
@@ -108,7 +130,7 @@ impl Usage {
 
     /// Applies an Anthropic `message_delta.usage`: cumulative, `output_tokens`
     /// always present, input/cache fields only when they changed.
-    pub fn merge_anthropic_delta(&mut self, u: &Value) {
+    pub fn merge_anthropic_delta<U: UsageSource + ?Sized>(&mut self, u: &U) {
         if let Some(o) = n(u, &["output_tokens"]) {
             self.output = o;
         }
