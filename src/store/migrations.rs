@@ -116,6 +116,9 @@ const MIGRATIONS: &[&str] = &[
         created_at INTEGER NOT NULL
     );
     "#,
+    // 3: nothing looks ledger entries up by reference, and every request's
+    // charge paid for that index in the batched writer.
+    "DROP INDEX IF EXISTS ledger_reference;",
 ];
 
 /// The schema version this binary writes.
