@@ -321,22 +321,58 @@ async fn send_to(
     let mut tries = 0;
     loop {
         tries += 1;
-        let (mut up, reused) =
-            app.connector.get_http_session(peer).await.map_err(|e| (format!("connect: {e}"), false))?;
-        up.set_write_timeout(Some(write_timeout));
-        let sent = async {
+        let (up, reused) = app.connector.get_http_session(peer).await.map_err(|e| (format!("connect: {e}"), false))?;
+        // A failed session is dropped (closed) inside `write_request`.
+        match write_request(up, peer, header, body, write_timeout).await {
+            Ok(up) => return Ok(up),
+            Err(e) if reused && tries == 1 => log::debug!("stale pooled connection ({e}); reconnecting"),
+            Err(e) => return Err((format!("sending request: {e}"), true)),
+        }
+    }
+}
+
+/// Bodies up to this size leave in the same write as the request head.
+const COALESCE_BODY_MAX: usize = 64 << 10;
+
+/// Writes the request head and body. Pingora's HTTP/1 client flushes the head
+/// on its own, so every request cost two sends and woke the upstream twice;
+/// for bodies up to [`COALESCE_BODY_MAX`] the head and body go out in one
+/// write on the pooled stream, which is then wrapped in a fresh client session
+/// to read the response. That session has no record of the request head, which
+/// only matters for HEAD and upgrade requests: never sent here (every
+/// forwarded request is a POST with a Content-Length, see [`request_header`]).
+async fn write_request(
+    mut up: HttpSession,
+    peer: &HttpPeer,
+    header: &RequestHeader,
+    body: &Bytes,
+    write_timeout: Duration,
+) -> pingora::Result<HttpSession> {
+    use pingora::protocols::http::v1::client::{http_req_header_to_wire, HttpSession as Http1Session};
+    use pingora::{Error, ErrorType, OrErr};
+    use tokio::io::AsyncWriteExt;
+    match up {
+        HttpSession::H1(h1) if body.len() <= COALESCE_BODY_MAX => {
+            let mut wire = http_req_header_to_wire(header)
+                .ok_or_else(|| Error::explain(ErrorType::InvalidHTTPHeader, "unsendable request head"))?;
+            wire.extend_from_slice(body);
+            let mut stream = h1.into_inner();
+            let write = async {
+                stream.write_all(&wire).await?;
+                stream.flush().await
+            };
+            match tokio::time::timeout(write_timeout, write).await {
+                Ok(done) => done.or_err(ErrorType::WriteError, "writing request")?,
+                Err(_) => return Error::e_explain(ErrorType::WriteTimedout, "writing request"),
+            }
+            Ok(HttpSession::H1(Http1Session::new_with_options(stream, peer)))
+        }
+        _ => {
+            up.set_write_timeout(Some(write_timeout));
             up.write_request_header(Box::new(header.clone())).await?;
             up.write_request_body(body.clone(), true).await?;
-            up.finish_request_body().await
-        }
-        .await;
-        match sent {
-            Ok(()) => return Ok(up),
-            Err(e) if reused && tries == 1 => {
-                log::debug!("stale pooled connection ({e}); reconnecting");
-                up.shutdown().await;
-            }
-            Err(e) => return Err((format!("sending request: {e}"), true)),
+            up.finish_request_body().await?;
+            Ok(up)
         }
     }
 }
