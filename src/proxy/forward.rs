@@ -270,7 +270,10 @@ fn request_header(
     body_len: usize,
 ) -> Result<RequestHeader, String> {
     let path = channel.path_for(endpoint);
-    let mut req = RequestHeader::build("POST", path.as_bytes(), None).map_err(|e| e.to_string())?;
+    // No case-preserving name map (HTTP header names are case-insensitive):
+    // keeping one copied every header name once more per request.
+    let size = session.req_header().headers.len() + 3;
+    let mut req = RequestHeader::build_no_case("POST", path.as_bytes(), Some(size)).map_err(|e| e.to_string())?;
     for (name, value) in session.req_header().headers.iter() {
         if !DROP_REQUEST_HEADERS.contains(&name.as_str()) && !foreign_header(name.as_str(), translated_to) {
             req.append_header(name.clone(), value.clone()).map_err(|e| e.to_string())?;
@@ -641,7 +644,8 @@ async fn write_head(
     keep_length: bool,
     content_type: Option<&'static str>,
 ) -> pingora::Result<()> {
-    let mut resp = ResponseHeader::build(up.status, Some(up.headers.len() + 3))?;
+    // Without a case-preserving name map, as in `request_header`.
+    let mut resp = ResponseHeader::build_no_case(up.status, Some(up.headers.len() + 5))?;
     for (name, value) in up.headers.iter() {
         if !drop_response_header(name.as_str()) {
             resp.append_header(name.clone(), value.clone())?;
