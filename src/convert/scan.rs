@@ -1,8 +1,9 @@
 //! Cheap scans of JSON text for the hot streaming path: looking for a key or
 //! measuring string values without building a tree. They only ever inform
 //! decisions that a full parse then confirms, or estimates. One linear pass,
-//! no allocation: a chat stream runs every event of every response through
-//! here, and per-key searches were a fifth of the gateway's CPU on streams.
+//! no allocation, `memchr` between the bytes that matter: a chat stream runs
+//! every event of every response through here, and per-key searches were a
+//! fifth of the gateway's CPU on streams.
 
 /// Every object key in `data`, at any depth, with the offset where its value
 /// starts (after the colon and any whitespace). Keys are returned as written
@@ -12,11 +13,11 @@ pub fn keys(data: &str) -> impl Iterator<Item = (&str, usize)> + '_ {
     let mut i = 0;
     std::iter::from_fn(move || {
         while i < b.len() {
-            if b[i] != b'"' {
-                i += 1;
-                continue;
-            }
-            let start = i + 1;
+            let Some(q) = memchr::memchr(b'"', &b[i..]) else {
+                i = b.len();
+                break;
+            };
+            let start = i + q + 1;
             let end = string_end(b, start);
             i = end + 1;
             let mut j = i;
@@ -42,10 +43,10 @@ pub fn keys(data: &str) -> impl Iterator<Item = (&str, usize)> + '_ {
 fn string_end(b: &[u8], from: usize) -> usize {
     let mut j = from;
     while j < b.len() {
-        match b[j] {
-            b'\\' => j += 2,
-            b'"' => return j,
-            _ => j += 1,
+        match memchr::memchr2(b'\\', b'"', &b[j..]) {
+            Some(k) if b[j + k] == b'"' => return j + k,
+            Some(k) => j += k + 2,
+            None => break,
         }
     }
     b.len()
