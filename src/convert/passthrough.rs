@@ -7,7 +7,7 @@ use super::scan;
 use super::{Relay, Seen, StreamError};
 use crate::api::Protocol;
 use crate::sse::{self, Splitter};
-use crate::usage::{Usage, UsageFields};
+use crate::usage::{ChatChunk, Usage, UsageFields};
 use bytes::{Bytes, BytesMut};
 use serde_json::Value;
 
@@ -145,13 +145,13 @@ impl SsePassthrough {
             self.seen.content = true;
         }
         if usage {
-            if let Ok(v) = serde_json::from_str::<Value>(data) {
-                if let Some(u) = v.get("usage").and_then(Usage::from_openai_chat) {
+            // Typed, not a `Value`: this is the one full parse of a stream.
+            if let Some(chunk) = ChatChunk::from_body(data.as_bytes()) {
+                if let Some(u) = chunk.usage.as_ref().and_then(Usage::from_openai_chat) {
                     self.seen.usage = Some(u);
                     self.seen.usage_final = true;
                 }
-                let no_choices = v.get("choices").and_then(Value::as_array).is_none_or(|c| c.is_empty());
-                if self.hide_usage_chunk && no_choices {
+                if self.hide_usage_chunk && chunk.no_choices() {
                     return Verdict::Drop;
                 }
             }

@@ -24,16 +24,45 @@ impl<'a> UsageFields<'a> {
     /// The `usage` member of a JSON object body. None when the body is not one
     /// JSON object or its `usage` is missing or null.
     pub fn from_body(body: &'a [u8]) -> Option<UsageFields<'a>> {
-        // A derived struct would also accept `[usage]`, a JSON array.
+        ChatChunk::from_body(body)?.usage
+    }
+}
+
+/// The parts of a chat completion (or chunk) billing looks at.
+#[derive(serde::Deserialize)]
+pub struct ChatChunk<'a> {
+    #[serde(default, borrow)]
+    pub usage: Option<UsageFields<'a>>,
+    #[serde(default)]
+    choices: Option<Count>,
+}
+
+impl<'a> ChatChunk<'a> {
+    /// None when the body is not one JSON object.
+    pub fn from_body(body: &'a [u8]) -> Option<ChatChunk<'a>> {
+        // A derived struct would also accept a JSON array.
         if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
             return None;
         }
-        #[derive(serde::Deserialize)]
-        struct WithUsage<'a> {
-            #[serde(default, borrow)]
-            usage: Option<UsageFields<'a>>,
-        }
-        serde_json::from_slice::<WithUsage>(body).ok()?.usage
+        serde_json::from_slice(body).ok()
+    }
+
+    /// No `choices`, or not an array, or an empty one: the usage-only chunk
+    /// of a chat stream.
+    pub fn no_choices(&self) -> bool {
+        self.choices.as_ref().is_none_or(|c| c.0.is_none_or(|n| n == 0))
+    }
+}
+
+/// The length of an array value; None for anything else (skipped).
+struct Count(Option<usize>);
+
+impl<'de> Deserialize<'de> for Count {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        Ok(Count(match d.deserialize_any(Seeded(Level::Leaf))? {
+            Found::Array(n) => Some(n),
+            _ => None,
+        }))
     }
 }
 
@@ -74,6 +103,8 @@ enum Level {
 enum Found<'de> {
     Int(u64),
     Object(Vec<(Cow<'de, str>, Option<u64>)>),
+    /// An array of this many elements (skipped).
+    Array(usize),
     Other,
 }
 
@@ -90,7 +121,7 @@ impl<'de> Visitor<'de> for UsageVisitor {
                 Found::Object(inner) => {
                     fields.leaves.extend(inner.into_iter().map(|(k, v)| (key.clone(), k, v)));
                 }
-                Found::Other => fields.leaves.push((Cow::Borrowed(""), key, None)),
+                Found::Array(_) | Found::Other => fields.leaves.push((Cow::Borrowed(""), key, None)),
             }
         }
         Ok(fields)
@@ -157,8 +188,11 @@ impl<'de> Visitor<'de> for Seeded {
         }
     }
     fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
-        while seq.next_element::<IgnoredAny>()?.is_some() {}
-        Ok(Found::Other)
+        let mut n = 0;
+        while seq.next_element::<IgnoredAny>()?.is_some() {
+            n += 1;
+        }
+        Ok(Found::Array(n))
     }
     fn visit_bool<E>(self, _: bool) -> Result<Self::Value, E> {
         Ok(Found::Other)
@@ -217,6 +251,17 @@ mod tests {
             assert_eq!(Usage::from_responses(&f), Usage::from_responses(&t), "{body}");
             assert_eq!(Usage::from_anthropic(&f), Usage::from_anthropic(&t), "{body}");
         }
+    }
+
+    #[test]
+    fn usage_only_chat_chunk() {
+        let no_choices = |body: &str| ChatChunk::from_body(body.as_bytes()).map(|c| c.no_choices());
+        assert_eq!(no_choices(r#"{"choices":[],"usage":{"prompt_tokens":1}}"#), Some(true));
+        assert_eq!(no_choices(r#"{"usage":{"prompt_tokens":1}}"#), Some(true));
+        assert_eq!(no_choices(r#"{"choices":null,"usage":{}}"#), Some(true));
+        assert_eq!(no_choices(r#"{"choices":"x","usage":{}}"#), Some(true));
+        assert_eq!(no_choices(r#"{"choices":[{"index":0,"delta":{}}],"usage":{}}"#), Some(false));
+        assert_eq!(no_choices(r#"[{"choices":[]}]"#), None);
     }
 
     #[test]

@@ -9,7 +9,7 @@
 
 mod fields;
 
-pub use fields::UsageFields;
+pub use fields::{ChatChunk, UsageFields};
 use serde::Serialize;
 use serde_json::Value;
 
