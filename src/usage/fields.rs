@@ -28,7 +28,8 @@ impl<'a> UsageFields<'a> {
     }
 }
 
-/// The parts of a chat completion (or chunk) billing looks at.
+/// The parts of a response body or stream chunk that billing looks at:
+/// `usage` (any API) and, for chat, whether there are `choices`.
 #[derive(serde::Deserialize)]
 pub struct ChatChunk<'a> {
     #[serde(default, borrow)]

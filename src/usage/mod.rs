@@ -45,10 +45,6 @@ impl UsageSource for Value {
     }
 }
 
-fn n<U: UsageSource + ?Sized>(v: &U, path: &[&str]) -> Option<u64> {
-    v.num(path)
-}
-
 impl Usage {
     /// All prompt tokens, cached or not.
     pub fn prompt_total(&self) -> u64 {
@@ -79,21 +75,23 @@ impl Usage {
         if !u.is_object() {
             return None;
         }
-        let prompt = n(u, &["prompt_tokens"]).or_else(|| n(u, &["input_tokens"])).unwrap_or(0);
-        let cache_read = n(u, &["prompt_tokens_details", "cached_tokens"])
-            .or_else(|| n(u, &["prompt_cache_hit_tokens"]))
-            .or_else(|| n(u, &["cached_tokens"]))
-            .or_else(|| n(u, &["cache_read_input_tokens"]))
+        let prompt = u.num(&["prompt_tokens"]).or_else(|| u.num(&["input_tokens"])).unwrap_or(0);
+        let cache_read = u
+            .num(&["prompt_tokens_details", "cached_tokens"])
+            .or_else(|| u.num(&["prompt_cache_hit_tokens"]))
+            .or_else(|| u.num(&["cached_tokens"]))
+            .or_else(|| u.num(&["cache_read_input_tokens"]))
             .unwrap_or(0);
-        let cache_write = n(u, &["prompt_tokens_details", "cache_write_tokens"])
-            .or_else(|| n(u, &["cache_creation_input_tokens"]))
+        let cache_write = u
+            .num(&["prompt_tokens_details", "cache_write_tokens"])
+            .or_else(|| u.num(&["cache_creation_input_tokens"]))
             .unwrap_or(0);
         Some(Usage {
             input: prompt.saturating_sub(cache_read + cache_write),
             cache_read,
             cache_write,
-            output: n(u, &["completion_tokens"]).unwrap_or(0),
-            reasoning: n(u, &["completion_tokens_details", "reasoning_tokens"]).unwrap_or(0),
+            output: u.num(&["completion_tokens"]).unwrap_or(0),
+            reasoning: u.num(&["completion_tokens_details", "reasoning_tokens"]).unwrap_or(0),
         })
     }
 
@@ -102,15 +100,15 @@ impl Usage {
         if !u.is_object() {
             return None;
         }
-        let total = n(u, &["input_tokens"]).unwrap_or(0);
-        let cache_read = n(u, &["input_tokens_details", "cached_tokens"]).unwrap_or(0);
-        let cache_write = n(u, &["input_tokens_details", "cache_write_tokens"]).unwrap_or(0);
+        let total = u.num(&["input_tokens"]).unwrap_or(0);
+        let cache_read = u.num(&["input_tokens_details", "cached_tokens"]).unwrap_or(0);
+        let cache_write = u.num(&["input_tokens_details", "cache_write_tokens"]).unwrap_or(0);
         Some(Usage {
             input: total.saturating_sub(cache_read + cache_write),
             cache_read,
             cache_write,
-            output: n(u, &["output_tokens"]).unwrap_or(0),
-            reasoning: n(u, &["output_tokens_details", "reasoning_tokens"]).unwrap_or(0),
+            output: u.num(&["output_tokens"]).unwrap_or(0),
+            reasoning: u.num(&["output_tokens_details", "reasoning_tokens"]).unwrap_or(0),
         })
     }
 
@@ -120,30 +118,30 @@ impl Usage {
             return None;
         }
         Some(Usage {
-            input: n(u, &["input_tokens"]).unwrap_or(0),
-            cache_read: n(u, &["cache_read_input_tokens"]).unwrap_or(0),
-            cache_write: n(u, &["cache_creation_input_tokens"]).unwrap_or(0),
-            output: n(u, &["output_tokens"]).unwrap_or(0),
-            reasoning: n(u, &["output_tokens_details", "thinking_tokens"]).unwrap_or(0),
+            input: u.num(&["input_tokens"]).unwrap_or(0),
+            cache_read: u.num(&["cache_read_input_tokens"]).unwrap_or(0),
+            cache_write: u.num(&["cache_creation_input_tokens"]).unwrap_or(0),
+            output: u.num(&["output_tokens"]).unwrap_or(0),
+            reasoning: u.num(&["output_tokens_details", "thinking_tokens"]).unwrap_or(0),
         })
     }
 
     /// Applies an Anthropic `message_delta.usage`: cumulative, `output_tokens`
     /// always present, input/cache fields only when they changed.
     pub fn merge_anthropic_delta<U: UsageSource + ?Sized>(&mut self, u: &U) {
-        if let Some(o) = n(u, &["output_tokens"]) {
+        if let Some(o) = u.num(&["output_tokens"]) {
             self.output = o;
         }
-        if let Some(i) = n(u, &["input_tokens"]) {
+        if let Some(i) = u.num(&["input_tokens"]) {
             self.input = i;
         }
-        if let Some(c) = n(u, &["cache_read_input_tokens"]) {
+        if let Some(c) = u.num(&["cache_read_input_tokens"]) {
             self.cache_read = c;
         }
-        if let Some(c) = n(u, &["cache_creation_input_tokens"]) {
+        if let Some(c) = u.num(&["cache_creation_input_tokens"]) {
             self.cache_write = c;
         }
-        if let Some(r) = n(u, &["output_tokens_details", "thinking_tokens"]) {
+        if let Some(r) = u.num(&["output_tokens_details", "thinking_tokens"]) {
             self.reasoning = r;
         }
     }
