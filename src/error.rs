@@ -31,6 +31,8 @@ pub enum GatewayError {
     DailyQuotaExhausted { retry_after: u64 },
     #[error("Insufficient credits: redeem a plan or buy credits first")]
     InsufficientCredits,
+    #[error("Insufficient credits: requests in flight hold all of your balance; try again when they finish")]
+    CreditsHeld,
     #[error("Invalid JSON body: {0}")]
     InvalidJson(String),
     #[error("Missing required field '{0}'")]
@@ -68,7 +70,7 @@ impl GatewayError {
         use GatewayError::*;
         match self {
             MissingKey | MalformedKey | UnknownKey | DisabledKey | ExpiredKey => 401,
-            InsufficientCredits => 402,
+            InsufficientCredits | CreditsHeld => 402,
             UserBanned | ModelNotAllowed { .. } => 403,
             ConcurrencyLimit { .. } | RateLimit { .. } | DailyQuotaExhausted { .. } | RedeemThrottled { .. } => 429,
             InvalidJson(_) | MissingField(_) | InvalidField { .. } | Unsupported { .. } | RedeemInvalid(_) => 400,
@@ -97,6 +99,7 @@ impl GatewayError {
             RateLimit { .. } => "rate_limit",
             DailyQuotaExhausted { .. } => "daily_quota_exhausted",
             InsufficientCredits => "insufficient_credits",
+            CreditsHeld => "credits_held",
             InvalidJson(_) => "invalid_json",
             MissingField(_) => "missing_field",
             InvalidField { .. } => "invalid_field",
@@ -132,7 +135,9 @@ impl GatewayError {
     /// Whether clients must not retry: SDKs and Claude Code honour
     /// `x-should-retry: false` (without it Claude Code retries a 401 for minutes).
     pub fn should_not_retry(&self) -> bool {
-        matches!(self.status(), 400 | 401 | 402 | 403 | 404 | 405 | 409 | 413 | 426)
+        // Held credits come free when the requests holding them end.
+        !matches!(self, GatewayError::CreditsHeld)
+            && matches!(self.status(), 400 | 401 | 402 | 403 | 404 | 405 | 409 | 413 | 426)
     }
 
     /// OpenAI `type` and `code` for this error (protocol-mapping §7.3.4).
@@ -147,7 +152,7 @@ impl GatewayError {
             ConcurrencyLimit { .. } | RateLimit { .. } | DailyQuotaExhausted { .. } | RedeemThrottled { .. } => {
                 ("rate_limit_error", Some("rate_limit_exceeded"), None)
             }
-            InsufficientCredits => ("insufficient_quota", Some("insufficient_quota"), None),
+            InsufficientCredits | CreditsHeld => ("insufficient_quota", Some("insufficient_quota"), None),
             InvalidJson(_) => ("invalid_request_error", Some("invalid_json"), None),
             MissingField(f) => ("invalid_request_error", Some("missing_required_parameter"), Some(f)),
             InvalidField { field, .. } => ("invalid_request_error", Some("invalid_value"), Some(field)),

@@ -7,9 +7,18 @@
 //! charges the upstream's reported cost and releases the reservation, and turns
 //! the charge into a ledger entry written together with the usage record.
 //!
+//! A request is admitted while the plan has quota left today or the balance
+//! has anything available (`balance - reserved > 0`), and holds the smaller
+//! of its estimate and what is available: a user with 0.30 credits is served,
+//! not refused because one request *might* cost 0.48. Only when nothing is
+//! available does a request get 402.
+//!
 //! Invariant: `balance - reserved` never drops below zero at admission, so the
-//! balance itself goes negative only when a settled request cost more than its
-//! own reservation — and never when reservations are the worst case.
+//! balance goes negative only by what settled requests cost beyond what they
+//! held. The estimate is the worst case (input bytes / 3 and the full output
+//! cap) unless `billing.max_reservation` caps it, so one request overdraws at
+//! most its estimate minus what it held — and concurrent requests cannot hold
+//! the same credits twice.
 
 pub mod clock;
 pub mod estimate;
@@ -203,16 +212,20 @@ impl Billing {
             st.minute.check(now, rpm).map_err(|retry_after| GatewayError::RateLimit { rpm, retry_after })?;
         }
         st.roll_day(self.days.day_of(now));
-        let source = match plan {
+        let available = st.balance - st.reserved;
+        let (source, held) = match plan {
             Some(p) if st.plan_used + st.plan_reserved < p.daily_quota => {
                 st.plan_reserved += reservation;
-                Source::Plan
+                (Source::Plan, reservation)
             }
-            _ if st.balance - st.reserved >= reservation => {
-                st.reserved += reservation;
-                Source::Credits
+            _ if available > 0 => {
+                let held = reservation.min(available);
+                st.reserved += held;
+                (Source::Credits, held)
             }
             Some(_) => return Err(GatewayError::DailyQuotaExhausted { retry_after: self.days.secs_to_reset(now) }),
+            // Credits exist but requests in flight hold all of them.
+            None if st.balance > 0 => return Err(GatewayError::CreditsHeld),
             None => return Err(GatewayError::InsufficientCredits),
         };
         st.inflight += 1;
@@ -223,7 +236,7 @@ impl Billing {
             billing: self.clone(),
             user_id: user.id,
             source,
-            reserved: reservation,
+            reserved: held,
             balance: st.balance,
             plan_remaining: plan.map(|p| (p.daily_quota - st.plan_used).max(0)),
             settled: false,
@@ -394,11 +407,15 @@ plans:
         // Concurrency (default 2) comes before money.
         assert_eq!(b.admit(&u, &k, "m", 1).err(), Some(GatewayError::ConcurrencyLimit { limit: 2 }));
         assert!(t1.settle(4, "r1", "m").is_some());
-        // 25 - 4 = 21 balance, 10 still reserved: 11 available.
-        assert_eq!(b.admit(&u, &k, "m", 12).err(), Some(GatewayError::InsufficientCredits));
+        // 25 - 4 = 21 balance, 10 still reserved: 11 available, so a request
+        // estimated at 12 is served and holds the 11.
+        let t3 = b.admit(&u, &k, "m", 12).unwrap();
+        assert_eq!(t3.reserved, 11);
         drop(t2); // released without a charge
+                  // It cost 15, 4 more than it held: the balance goes to 21 - 15 = 6.
+        t3.settle(15, "r3", "m");
         let v = b.view(&u);
-        assert_eq!((v.balance, v.reserved, v.inflight), (21, 0, 0));
+        assert_eq!((v.balance, v.reserved, v.inflight), (6, 0, 0));
         let banned = UserEntry { banned: true, ..user(false) };
         assert_eq!(b.admit(&banned, &k, "m", 1).err(), Some(GatewayError::UserBanned));
     }
@@ -427,6 +444,25 @@ plans:
         clock.advance(6_400_000);
         let t = b.admit(&u, &k, "m", 50).unwrap();
         assert_eq!((t.source, t.plan_remaining), (Source::Plan, Some(1000)));
+    }
+
+    #[test]
+    fn small_balances_are_served_and_overdraw_is_bounded() {
+        let clock = Arc::new(ManualClock::new(T0));
+        let (_d, b, conn) = billing(clock);
+        let (u, k) = (user(false), key());
+        // 0.30 credits; each request may cost up to 0.48 (Claude Code's
+        // max_tokens on sonnet). The first is admitted holding everything.
+        topup(&b, &conn, 300_000);
+        let t1 = b.admit(&u, &k, "m", 480_000).unwrap();
+        assert_eq!((t1.source, t1.reserved), (Source::Credits, 300_000));
+        // The second (concurrency 2 allows it) finds nothing available.
+        assert_eq!(b.admit(&u, &k, "m", 480_000).err(), Some(GatewayError::CreditsHeld));
+        // Worst case: it costs its whole estimate. The overdraw is the
+        // estimate minus what it held.
+        t1.settle(480_000, "r1", "m");
+        assert_eq!(b.view(&u).balance, -180_000);
+        assert_eq!(b.admit(&u, &k, "m", 1).err(), Some(GatewayError::InsufficientCredits));
     }
 
     #[test]
