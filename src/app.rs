@@ -7,6 +7,7 @@ use crate::billing::Billing;
 use crate::channels::Channels;
 use crate::config::Config;
 use crate::convert::support::{Ids, RandomIds, Signer};
+use crate::store::pool::Pool;
 use crate::store::writer::Writer;
 use pingora::connectors::http::Connector;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -27,6 +28,8 @@ pub struct App {
     /// Signs thinking translated from OpenAI-compatible upstreams.
     pub signer: Arc<Signer>,
     pub ids: Arc<dyn Ids>,
+    /// Connections for the website and the admin API (never the request path).
+    pub db: Arc<Pool>,
     inflight: AtomicUsize,
 }
 
@@ -43,6 +46,7 @@ impl App {
         // The thinking-signature key lives with the data: signatures handed
         // to clients stay valid across restarts.
         let signer = Arc::new(Signer::load_or_create(&config.data_dir)?);
+        let db = Pool::new(config.database.clone());
         Ok(App {
             config,
             accounts,
@@ -54,6 +58,7 @@ impl App {
             demo,
             signer,
             ids: Arc::new(RandomIds),
+            db,
             inflight: AtomicUsize::new(0),
         })
     }

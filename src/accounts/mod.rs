@@ -4,6 +4,7 @@
 //! database changes under the gateway (CLI, admin API).
 
 pub mod ops;
+pub mod password;
 
 use crate::auth::{self, KeyHash};
 use crate::config::{Config, PlanConfig};
@@ -91,6 +92,9 @@ impl Directory {
             .collect();
         let mut keys = HashMap::new();
         for k in store::accounts::list_keys(conn, None)? {
+            if k.deleted_at.is_some() {
+                continue;
+            }
             let Some(hash) = store::accounts::parse_hash(&k) else {
                 log::error!("API key {} has a corrupt hash and cannot authenticate", k.id);
                 continue;

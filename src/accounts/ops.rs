@@ -4,15 +4,15 @@
 //! result on its next database-change check (within a second, or at once when
 //! the admin API asks its writer to flush).
 
+use super::password;
 use crate::auth;
 use crate::config::units::format_credits;
 use crate::config::Config;
 use crate::error::GatewayError;
 use crate::store::accounts::{self as sql, KeyRow, UserRow};
 use crate::store::billing::{self, CodeRow, Grant, NewEntry, SubscriptionRow};
-use crate::store::{now_ms, StoreError};
-use argon2::password_hash::{PasswordHasher, SaltString};
-use rusqlite::Connection;
+use crate::store::{now_ms, sessions, StoreError};
+use rusqlite::{Connection, Transaction, TransactionBehavior};
 use serde_json::json;
 
 /// Crockford's base32 alphabet: no I, L, O, U to misread.
@@ -43,22 +43,6 @@ fn code_hash(normalized: &str) -> String {
     auth::KeyHash::of(normalized).to_hex()
 }
 
-pub fn hash_password(password: &str) -> Result<String, StoreError> {
-    if password.len() < 8 {
-        return Err(StoreError::Invalid("passwords must have at least 8 characters".into()));
-    }
-    let salt = SaltString::generate(&mut rand::rngs::OsRng);
-    argon2::Argon2::default()
-        .hash_password(password.as_bytes(), &salt)
-        .map(|h| h.to_string())
-        .map_err(|e| StoreError::Invalid(format!("hashing password: {e}")))
-}
-
-pub fn verify_password(hash: &str, password: &str) -> bool {
-    use argon2::password_hash::{PasswordHash, PasswordVerifier};
-    PasswordHash::new(hash).is_ok_and(|h| argon2::Argon2::default().verify_password(password.as_bytes(), &h).is_ok())
-}
-
 /// Operations performed by `actor` (`cli:$USER`, `admin-api`).
 pub struct Ops<'a> {
     pub conn: &'a Connection,
@@ -67,14 +51,16 @@ pub struct Ops<'a> {
 }
 
 impl Ops<'_> {
-    /// Runs `f` and its audit record in one transaction.
-    fn change<T>(
+    /// Runs `f` and its audit record in one transaction. The transaction
+    /// takes the write lock first (`BEGIN IMMEDIATE`), so checks made inside
+    /// `f` (a key limit, a form token) still hold when it commits.
+    fn change<T, E: From<StoreError>>(
         &self,
         action: &str,
         target: &str,
-        f: impl FnOnce(&Connection) -> Result<(T, serde_json::Value), StoreError>,
-    ) -> Result<T, StoreError> {
-        let tx = self.conn.unchecked_transaction().map_err(|source| StoreError::Sql { context: "begin", source })?;
+        f: impl FnOnce(&Connection) -> Result<(T, serde_json::Value), E>,
+    ) -> Result<T, E> {
+        let tx = immediate(self.conn)?;
         let (out, detail) = f(&tx)?;
         billing::audit(&tx, self.actor, action, target, &detail.to_string())?;
         tx.commit().map_err(|source| StoreError::Sql { context: "commit", source })?;
@@ -86,7 +72,7 @@ impl Ops<'_> {
     }
 
     pub fn add_user(&self, email: &str, password: Option<&str>) -> Result<UserRow, StoreError> {
-        let hash = password.map(hash_password).transpose()?;
+        let hash = password.map(password::hash).transpose()?;
         self.change("user.create", email, |c| {
             let u = sql::add_user(c, email)?;
             if let Some(h) = &hash {
@@ -97,7 +83,7 @@ impl Ops<'_> {
     }
 
     pub fn set_password(&self, email: &str, password: &str) -> Result<(), StoreError> {
-        let hash = hash_password(password)?;
+        let hash = password::hash(password)?;
         let u = self.user(email)?;
         self.change("user.password", &u.email, |c| Ok((sql::set_password(c, u.id, &hash)?, json!({}))))
     }
@@ -120,17 +106,59 @@ impl Ops<'_> {
         models: Option<&[String]>,
     ) -> Result<(KeyRow, String), StoreError> {
         let u = self.user(email)?;
-        self.change("key.create", &u.email, |c| {
-            let (row, key) = sql::create_key(c, u.id, name)?;
-            if expires_at.is_some() {
-                sql::set_key_expiry(c, row.id, expires_at)?;
+        let spec = KeySpec { name: name.to_string(), expires_at, models: models.map(<[String]>::to_vec) };
+        self.create_user_key(u.id, &spec, None, None).map_err(|e| match e {
+            KeyError::Store(e) => e,
+            other => StoreError::Invalid(other.to_string()),
+        })
+    }
+
+    /// Creates a key for `user_id`, refusing when the user already has
+    /// `max_keys` keys or when `once` (a form's one-time token) was used:
+    /// both checked in the transaction that creates the key.
+    pub fn create_user_key(
+        &self,
+        user_id: i64,
+        spec: &KeySpec,
+        max_keys: Option<u32>,
+        once: Option<&str>,
+    ) -> Result<(KeyRow, String), KeyError> {
+        self.change("key.create", &format!("user:{user_id}"), |c| {
+            if let Some(token) = once {
+                if !sessions::claim_form(c, token, user_id, now_ms())? {
+                    return Err(KeyError::AlreadySubmitted);
+                }
             }
-            if models.is_some() {
-                sql::set_key_models(c, row.id, models)?;
+            if max_keys.is_some_and(|max| sql::count_live_keys(c, user_id).is_ok_and(|n| n >= max as i64)) {
+                return Err(KeyError::LimitReached);
+            }
+            let (row, key) = sql::create_key(c, user_id, &spec.name)?;
+            if spec.expires_at.is_some() {
+                sql::set_key_expiry(c, row.id, spec.expires_at)?;
+            }
+            if spec.models.is_some() {
+                sql::set_key_models(c, row.id, spec.models.as_deref())?;
             }
             let row = sql::key_by_id(c, row.id)?;
-            let detail = json!({"key_id": row.id, "prefix": row.prefix(), "name": name, "expires_at": expires_at, "models": models});
+            let detail = json!({"key_id": row.id, "prefix": row.prefix(), "name": spec.name,
+                "expires_at": spec.expires_at, "models": spec.models});
             Ok(((row, key.plaintext), detail))
+        })
+    }
+
+    /// The key `key_id` when it belongs to `user_id` and is not deleted;
+    /// `NoSuchKey` otherwise (someone else's key looks like no key at all).
+    pub fn owned_key(&self, user_id: i64, key_id: i64) -> Result<KeyRow, StoreError> {
+        match sql::key_by_id(self.conn, key_id) {
+            Ok(k) if k.user_id == user_id && k.deleted_at.is_none() => Ok(k),
+            Ok(_) | Err(StoreError::NoSuchKey(_)) => Err(StoreError::NoSuchKey(key_id)),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn delete_key(&self, key_id: i64) -> Result<(), StoreError> {
+        self.change("key.delete", &key_id.to_string(), |c| {
+            Ok((sql::delete_key(c, key_id, now_ms()).map(|_| ())?, json!({})))
         })
     }
 
@@ -245,58 +273,173 @@ pub enum Redeemed {
     Plan(SubscriptionRow),
 }
 
+/// Takes the write lock at once: checks made inside the transaction hold
+/// until it commits (a deferred transaction could read, then lose the race
+/// to write).
+fn immediate(conn: &Connection) -> Result<Transaction<'_>, StoreError> {
+    Transaction::new_unchecked(conn, TransactionBehavior::Immediate)
+        .map_err(|source| StoreError::Sql { context: "begin", source })
+}
+
+/// What a new key asks for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KeySpec {
+    pub name: String,
+    pub expires_at: Option<i64>,
+    /// `None`: every model the user may use.
+    pub models: Option<Vec<String>>,
+}
+
+/// Why a key was not created.
+#[derive(Debug, thiserror::Error)]
+pub enum KeyError {
+    #[error("the user has reached the limit of keys")]
+    LimitReached,
+    #[error("this form was already submitted")]
+    AlreadySubmitted,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Why a code could not be redeemed. Each has its own message for the user.
+#[derive(Debug, thiserror::Error)]
+pub enum RedeemError {
+    #[error("Invalid redemption code")]
+    Unknown,
+    #[error("This code has been disabled")]
+    Disabled,
+    #[error("This code has expired")]
+    Expired,
+    #[error("This code has already been used")]
+    UsedUp,
+    #[error("You have already redeemed this code")]
+    AlreadyRedeemed,
+    #[error("The plan of this code is no longer offered")]
+    PlanGone,
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl From<RedeemError> for GatewayError {
+    fn from(e: RedeemError) -> GatewayError {
+        match e {
+            RedeemError::Unknown => GatewayError::RedeemInvalid(e.to_string()),
+            RedeemError::Store(s) => GatewayError::Internal(s.to_string()),
+            other => GatewayError::RedeemConflict(other.to_string()),
+        }
+    }
+}
+
 /// Redeems `presented` for `user_id` in one immediate transaction, so two
 /// concurrent redemptions of a single-use code cannot both succeed.
-pub fn redeem(conn: &Connection, cfg: &Config, user_id: i64, presented: &str) -> Result<Redeemed, GatewayError> {
-    let invalid = || GatewayError::RedeemInvalid("Invalid redemption code".into());
-    let norm = normalize_code(presented).ok_or_else(invalid)?;
-    let internal = |e: StoreError| GatewayError::Internal(e.to_string());
-    let sql_err = |e: rusqlite::Error| GatewayError::Internal(e.to_string());
-    conn.execute_batch("BEGIN IMMEDIATE").map_err(sql_err)?;
-    let result = (|| {
-        let code = billing::code_by_hash(conn, &code_hash(&norm)).map_err(internal)?.ok_or_else(invalid)?;
-        let now = now_ms();
-        if code.status != "active" {
-            return Err(GatewayError::RedeemConflict("This code has been disabled".into()));
+pub fn redeem(conn: &Connection, cfg: &Config, user_id: i64, presented: &str) -> Result<Redeemed, RedeemError> {
+    let tx = immediate(conn)?;
+    let out = redeem_in(&tx, cfg, user_id, presented)?;
+    tx.commit().map_err(|source| StoreError::Sql { context: "commit", source })?;
+    Ok(out)
+}
+
+/// The redemption itself, inside the caller's transaction.
+fn redeem_in(conn: &Connection, cfg: &Config, user_id: i64, presented: &str) -> Result<Redeemed, RedeemError> {
+    let norm = normalize_code(presented).ok_or(RedeemError::Unknown)?;
+    let code = billing::code_by_hash(conn, &code_hash(&norm))?.ok_or(RedeemError::Unknown)?;
+    let now = now_ms();
+    if code.status != "active" {
+        return Err(RedeemError::Disabled);
+    }
+    if code.expires_at.is_some_and(|t| t <= now) {
+        return Err(RedeemError::Expired);
+    }
+    // "You already did" tells the user more than "used up" when both hold.
+    if billing::has_redeemed(conn, code.id, user_id)? {
+        return Err(RedeemError::AlreadyRedeemed);
+    }
+    if code.uses >= code.max_uses {
+        return Err(RedeemError::UsedUp);
+    }
+    if !billing::record_redemption(conn, code.id, user_id)? {
+        return Err(RedeemError::AlreadyRedeemed);
+    }
+    let reference = format!("code:{}", code.id);
+    match (code.kind.as_str(), code.credits, code.plan_id) {
+        ("credits", Some(amount), _) => {
+            let e = NewEntry {
+                user_id,
+                account: "credits",
+                amount,
+                kind: "redeem",
+                reason: &code.prefix,
+                reference: &reference,
+                origin: "redeem",
+            };
+            billing::insert_ledger(conn, &e)?;
+            Ok(Redeemed::Credits(amount))
         }
-        if code.expires_at.is_some_and(|t| t <= now) {
-            return Err(GatewayError::RedeemConflict("This code has expired".into()));
+        ("plan", _, Some(plan_id)) => {
+            let plan = cfg.plan(&plan_id).ok_or(RedeemError::PlanGone)?;
+            let s = billing::grant_plan(conn, user_id, &plan.id, plan.duration_days, now, &reference)?;
+            Ok(Redeemed::Plan(s))
         }
-        if code.uses >= code.max_uses {
-            return Err(GatewayError::RedeemConflict("This code has already been used".into()));
-        }
-        if !billing::record_redemption(conn, code.id, user_id).map_err(internal)? {
-            return Err(GatewayError::RedeemConflict("You have already redeemed this code".into()));
-        }
-        let reference = format!("code:{}", code.id);
-        match (code.kind.as_str(), code.credits, code.plan_id) {
-            ("credits", Some(amount), _) => {
-                let e = NewEntry {
-                    user_id,
-                    account: "credits",
-                    amount,
-                    kind: "redeem",
-                    reason: &code.prefix,
-                    reference: &reference,
-                    origin: "redeem",
-                };
-                billing::insert_ledger(conn, &e).map_err(internal)?;
-                Ok(Redeemed::Credits(amount))
-            }
-            ("plan", _, Some(plan_id)) => {
-                let plan = cfg
-                    .plan(&plan_id)
-                    .ok_or_else(|| GatewayError::RedeemConflict("The plan of this code is no longer offered".into()))?;
-                let s = billing::grant_plan(conn, user_id, &plan.id, plan.duration_days, now, &reference)
-                    .map_err(internal)?;
-                Ok(Redeemed::Plan(s))
-            }
-            _ => Err(GatewayError::Internal(format!("code {} is corrupt", code.id))),
-        }
-    })();
-    let end = if result.is_ok() { "COMMIT" } else { "ROLLBACK" };
-    conn.execute_batch(end).map_err(sql_err)?;
-    result
+        _ => Err(StoreError::Invalid(format!("code {} is corrupt", code.id)).into()),
+    }
+}
+
+/// Why a sign-up failed.
+#[derive(Debug, thiserror::Error)]
+pub enum RegisterError {
+    #[error("an account with this email exists")]
+    EmailTaken,
+    #[error(transparent)]
+    Code(RedeemError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+/// Creates a console account in one transaction: the user with their
+/// password hash, the redemption of `code` when given, and `credits` to
+/// start with. Any failure leaves nothing behind (no user without their code).
+pub fn register(
+    conn: &Connection,
+    cfg: &Config,
+    email: &str,
+    password_hash: &str,
+    code: Option<&str>,
+    credits: i64,
+) -> Result<UserRow, RegisterError> {
+    let tx = immediate(conn)?;
+    let u = match sql::add_user(&tx, email) {
+        Ok(u) => u,
+        Err(StoreError::UserExists(_)) => return Err(RegisterError::EmailTaken),
+        Err(e) => return Err(e.into()),
+    };
+    sql::set_password(&tx, u.id, password_hash)?;
+    if let Some(c) = code {
+        redeem_in(&tx, cfg, u.id, c).map_err(|e| match e {
+            RedeemError::Store(s) => RegisterError::Store(s),
+            other => RegisterError::Code(other),
+        })?;
+    }
+    if credits > 0 {
+        let e = NewEntry {
+            user_id: u.id,
+            account: "credits",
+            amount: credits,
+            kind: "topup",
+            reason: "sign-up credits",
+            reference: &format!("signup:{}", u.id),
+            origin: "console",
+        };
+        billing::insert_ledger(&tx, &e)?;
+    }
+    billing::audit(
+        &tx,
+        "console",
+        "user.register",
+        &u.email,
+        &json!({"code": code.is_some(), "credits": format_credits(credits)}).to_string(),
+    )?;
+    tx.commit().map_err(|source| StoreError::Sql { context: "commit", source })?;
+    Ok(u)
 }
 
 #[cfg(test)]
@@ -337,9 +480,9 @@ mod tests {
         let disabled = ops.create_codes(&Grant::Credits(1), 1, 1, None).unwrap();
         ops.disable_code(disabled[0].0.id).unwrap();
 
-        assert_eq!(redeem(&conn, &cfg, a.id, &credits[0].1), Ok(Redeemed::Credits(2_500_000)));
+        assert_eq!(redeem(&conn, &cfg, a.id, &credits[0].1).unwrap(), Redeemed::Credits(2_500_000));
         assert_eq!(billing::credit_balance(&conn, a.id).unwrap(), 2_500_000);
-        let used = redeem(&conn, &cfg, b.id, &credits[0].1).unwrap_err();
+        let used = GatewayError::from(redeem(&conn, &cfg, b.id, &credits[0].1).unwrap_err());
         assert_eq!((used.status(), used.to_string().as_str()), (409, "This code has already been used"));
         assert!(matches!(redeem(&conn, &cfg, a.id, &plan[0].1), Ok(Redeemed::Plan(_))));
         assert_eq!(
@@ -349,7 +492,7 @@ mod tests {
         assert!(matches!(redeem(&conn, &cfg, b.id, &plan[0].1), Ok(Redeemed::Plan(_))));
         assert_eq!(redeem(&conn, &cfg, a.id, &expired[0].1).unwrap_err().to_string(), "This code has expired");
         assert_eq!(redeem(&conn, &cfg, a.id, &disabled[0].1).unwrap_err().to_string(), "This code has been disabled");
-        let unknown = redeem(&conn, &cfg, a.id, "CPX-00000-00000-00000-00000").unwrap_err();
+        let unknown = GatewayError::from(redeem(&conn, &cfg, a.id, "CPX-00000-00000-00000-00000").unwrap_err());
         assert_eq!((unknown.status(), unknown.to_string().as_str()), (400, "Invalid redemption code"));
         // Codes are stored hashed: the plaintext is nowhere in the database.
         let stored: String =
@@ -361,11 +504,39 @@ mod tests {
     }
 
     #[test]
-    fn passwords_are_argon2id() {
-        let h = hash_password("correct horse").unwrap();
-        assert!(h.starts_with("$argon2id$"));
-        assert!(verify_password(&h, "correct horse"));
-        assert!(!verify_password(&h, "wrong horse"));
-        assert!(hash_password("short").is_err());
+    fn register_is_all_or_nothing() {
+        let (_d, conn, cfg) = setup();
+        let ops = Ops { conn: &conn, cfg: &cfg, actor: "test" };
+        let code = ops.create_codes(&Grant::Credits(3_000_000), 1, 1, None).unwrap().remove(0).1;
+        let hash = password::hash("correct horse").unwrap();
+        // A bad code leaves no account behind.
+        let e = register(&conn, &cfg, "new@x.io", &hash, Some("CPX-00000-00000-00000-00000"), 0).unwrap_err();
+        assert!(matches!(e, RegisterError::Code(RedeemError::Unknown)), "{e:?}");
+        assert!(sql::find_user(&conn, "new@x.io").unwrap().is_none());
+        let u = register(&conn, &cfg, "New@X.io", &hash, Some(&code), 500_000).unwrap();
+        assert_eq!(u.email, "new@x.io");
+        assert_eq!(billing::credit_balance(&conn, u.id).unwrap(), 3_500_000);
+        assert!(matches!(register(&conn, &cfg, "new@x.io", &hash, None, 0), Err(RegisterError::EmailTaken)));
+        let login = sql::find_login(&conn, "new@x.io").unwrap().unwrap();
+        assert!(password::verify(login.password_hash.as_deref(), "correct horse"));
+    }
+
+    #[test]
+    fn key_limits_and_form_tokens_hold_in_the_transaction() {
+        let (_d, conn, cfg) = setup();
+        let ops = Ops { conn: &conn, cfg: &cfg, actor: "test" };
+        let u = ops.add_user("k@x.io", None).unwrap();
+        let spec = KeySpec { name: "a".into(), ..Default::default() };
+        ops.create_user_key(u.id, &spec, Some(2), Some("t1")).unwrap();
+        assert!(matches!(ops.create_user_key(u.id, &spec, Some(2), Some("t1")), Err(KeyError::AlreadySubmitted)));
+        ops.create_user_key(u.id, &spec, Some(2), Some("t2")).unwrap();
+        assert!(matches!(ops.create_user_key(u.id, &spec, Some(2), Some("t3")), Err(KeyError::LimitReached)));
+        // A refused creation rolled back its token: the same form may retry.
+        let keys = sql::list_keys(&conn, Some(u.id)).unwrap();
+        ops.delete_key(keys[0].id).unwrap();
+        ops.create_user_key(u.id, &spec, Some(2), Some("t3")).unwrap();
+        assert!(matches!(ops.owned_key(u.id + 1, keys[1].id), Err(StoreError::NoSuchKey(_))));
+        assert!(matches!(ops.owned_key(u.id, keys[0].id), Err(StoreError::NoSuchKey(_))), "deleted");
+        assert_eq!(ops.owned_key(u.id, keys[1].id).unwrap().id, keys[1].id);
     }
 }

@@ -39,13 +39,7 @@ pub fn resolve_token(app: &App) -> std::io::Result<String> {
     }
     let token = format!("cpa_{}", crate::auth::random_base62(40));
     let path = app.config.data_dir.join("admin.token");
-    std::fs::create_dir_all(&app.config.data_dir)?;
-    {
-        use std::io::Write;
-        use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new().create(true).write(true).truncate(true).mode(0o600).open(&path)?;
-        f.write_all(token.as_bytes())?;
-    }
+    crate::store::secret::write_private(&path, token.as_bytes())?;
     log::info!("admin API token generated in {}", path.display());
     Ok(token)
 }

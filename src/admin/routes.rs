@@ -8,7 +8,8 @@ use crate::app::App;
 use crate::billing::clock::parse_time;
 use crate::config::units::{format_credits, parse_credits};
 use crate::store::accounts::{self as sql, KeyRow};
-use crate::store::billing::{self, Grant, GroupBy, UsageFilter};
+use crate::store::billing::{self, Grant};
+use crate::store::usage::{self, GroupBy, UsageFilter};
 use crate::store::{self, StoreError};
 use http::StatusCode;
 use rusqlite::Connection;
@@ -25,19 +26,18 @@ fn ok(v: Value) -> AdminResult {
     Ok(Reply::Json(StatusCode::OK, v))
 }
 
-/// Runs `f` with a connection on the blocking pool.
+/// Runs `f` with a pooled connection on the blocking pool.
 async fn with_db<T: Send + 'static>(
     app: &Arc<App>,
     f: impl FnOnce(&Connection, &Ops) -> Result<T, AdminError> + Send + 'static,
 ) -> Result<T, AdminError> {
-    let app2 = app.clone();
-    tokio::task::spawn_blocking(move || {
-        let conn = store::open(&app2.config.database)?;
-        let ops = Ops { conn: &conn, cfg: &app2.config, actor: ACTOR };
-        f(&conn, &ops)
-    })
-    .await
-    .map_err(|e| AdminError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+    let cfg = app.config.clone();
+    app.db
+        .run(move |conn| {
+            let ops = Ops { conn, cfg: &cfg, actor: ACTOR };
+            f(conn, &ops)
+        })
+        .await
 }
 
 /// A write: runs it, then waits until the gateway has loaded it.
@@ -59,6 +59,7 @@ fn key_json(k: &KeyRow) -> Value {
         "id": k.id, "prefix": k.prefix(), "name": k.name, "status": k.status,
         "expires_at": when(k.expires_at), "models": k.allowed_models,
         "created_at": when(Some(k.created_at)), "last_used_at": when(k.last_used_at),
+        "deleted_at": when(k.deleted_at),
     })
 }
 
@@ -301,7 +302,7 @@ pub async fn route(app: &Arc<App>, req: Req) -> AdminResult {
             let lines = with_db(app, move |c, ops| {
                 let user_id = user.map(|e| ops.user(&e).map(|u| u.id)).transpose()?;
                 let filter = UsageFilter { user_id, key_id, model, since_ms, until_ms };
-                Ok(billing::usage_report(c, &filter, group, tz)?)
+                Ok(usage::report(c, &filter, group, tz)?)
             })
             .await?;
             let total_cost: i64 = lines.iter().map(|l| l.cost).sum();

@@ -7,7 +7,8 @@ use crate::accounts::ops::Ops;
 use crate::billing::clock::parse_time;
 use crate::config::units::{format_credits, parse_credits};
 use crate::config::Config;
-use crate::store::billing::{self, Grant, GroupBy, UsageFilter};
+use crate::store::billing::{self, Grant};
+use crate::store::usage::{self, GroupBy, UsageFilter};
 use crate::store::{self, accounts as sql};
 use clap::{Args, Subcommand, ValueEnum};
 
@@ -366,12 +367,12 @@ pub fn usage(cfg: &Config, args: UsageArgs) -> Result<(), String> {
         By::Model => GroupBy::Model,
         By::Day => GroupBy::Day,
     };
-    let rows = billing::usage_report(&conn, &filter, group, tz).map_err(|e| e.to_string())?;
+    let rows = usage::report(&conn, &filter, group, tz).map_err(|e| e.to_string())?;
     println!(
         "{:<32} {:>8} {:>12} {:>12} {:>12} {:>12} {:>12} {:>14}",
         "GROUP", "REQUESTS", "INPUT", "CACHED", "CACHE_WRITE", "OUTPUT", "REASONING", "COST"
     );
-    let total = rows.iter().fold(billing::UsageLine { group: "TOTAL".into(), ..Default::default() }, |mut t, r| {
+    let total = rows.iter().fold(usage::UsageLine { group: "TOTAL".into(), ..Default::default() }, |mut t, r| {
         t.requests += r.requests;
         t.input_tokens += r.input_tokens;
         t.cached_tokens += r.cached_tokens;

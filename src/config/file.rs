@@ -31,6 +31,8 @@ pub struct FileConfig {
     pub models: Vec<ModelSection>,
     #[serde(default)]
     pub plans: Vec<PlanSection>,
+    #[serde(default)]
+    pub console: ConsoleSection,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -231,4 +233,44 @@ pub struct PlanSection {
     #[serde(default)]
     pub blocked_models: Vec<String>,
     pub duration_days: Num,
+}
+
+/// The website: docs at `/`, the user console at `/console/`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleSection {
+    /// Serve the website beside `/v1` (default true).
+    pub enabled: Option<bool>,
+    /// The address users reach the gateway at (`https://relay.example.com`),
+    /// shown in the docs and in cc-switch links; default: from each request.
+    pub public_url: Option<String>,
+    /// Who may create an account.
+    pub signup: Option<super::model::Signup>,
+    pub site_name: Option<String>,
+    pub max_keys_per_user: Option<Num>,
+    /// Credits every new account starts with.
+    pub signup_credits: Option<Credits>,
+    /// A session ends after this long without a request.
+    pub session_idle_timeout: Option<Dur>,
+    /// A session ends this long after sign-in, whatever happens.
+    pub session_max_age: Option<Dur>,
+    /// Where the Buy credits page sends users (a shop selling codes).
+    pub purchase_url: Option<String>,
+    /// Instructions shown on the Buy credits page.
+    pub purchase_note: Option<String>,
+    #[serde(default)]
+    pub throttle: ThrottleSection,
+}
+
+/// Limits on sign-in and sign-up attempts.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ThrottleSection {
+    /// Failed sign-ins from one IP address per window.
+    pub sign_in_per_ip: Option<Num>,
+    /// Failed sign-ins to one account per window.
+    pub sign_in_per_account: Option<Num>,
+    /// Accounts created from one IP address per window.
+    pub sign_up_per_ip: Option<Num>,
+    pub window: Option<Dur>,
 }

@@ -185,6 +185,36 @@ channels:
     }
 
     #[test]
+    fn console_defaults_and_errors() {
+        let c = parse_str(MINIMAL).unwrap().console;
+        assert!(c.enabled);
+        assert_eq!((c.signup, c.site_name.as_str(), c.max_keys_per_user), (Signup::Open, "codex-proxy", 20));
+        assert_eq!(c.public_url, None);
+        assert_eq!(c.session_idle_timeout, Duration::from_secs(8 * 3600));
+        let c = parse_str(&format!(
+            "{MINIMAL}console: {{signup: invite, public_url: \"https://relay.example.com/\", signup_credits: 0.5}}\n"
+        ))
+        .unwrap()
+        .console;
+        assert_eq!(c.signup, Signup::Invite);
+        assert_eq!(c.public_url.as_deref(), Some("https://relay.example.com"));
+        assert_eq!(c.signup_credits, 500_000);
+        let errs = errors_of(&format!(
+            "{MINIMAL}console: {{public_url: \"https://x.example/v1\", purchase_url: \"shop\", session_idle_timeout: 30d}}\n"
+        ));
+        assert_eq!(
+            errs,
+            vec![
+                "console.public_url: \"https://x.example/v1\" must be the site root (https://relay.example.com), without a path",
+                "console.purchase_url: \"shop\" must be an http(s) URL",
+                "console.session_idle_timeout: must be at least 1s and at most console.session_max_age",
+            ]
+        );
+        let errs = errors_of(&format!("{MINIMAL}console: {{signup: maybe}}\n"));
+        assert!(errs[0].starts_with("console.signup: unknown variant `maybe`, expected one of"), "{errs:?}");
+    }
+
+    #[test]
     fn numbers_may_come_from_variables() {
         let env = |n: &str| (n == "T").then(|| "3".to_string());
         let c = parse(

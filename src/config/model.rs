@@ -76,6 +76,45 @@ pub struct Config {
     pub channels: Vec<ChannelConfig>,
     pub models: Vec<ModelConfig>,
     pub plans: Vec<PlanConfig>,
+    pub console: ConsoleConfig,
+}
+
+/// Who may create a console account.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Signup {
+    /// Anyone.
+    Open,
+    /// Only with a valid redemption code, redeemed on the new account.
+    Invite,
+    /// Nobody: operators create accounts.
+    Closed,
+}
+
+/// The website (docs and user console).
+#[derive(Debug, Clone)]
+pub struct ConsoleConfig {
+    pub enabled: bool,
+    /// The site root users reach (`https://relay.example.com`), without a
+    /// trailing slash; `None`: derived from each request.
+    pub public_url: Option<String>,
+    pub signup: Signup,
+    pub site_name: String,
+    pub max_keys_per_user: u32,
+    pub signup_credits: i64,
+    pub session_idle_timeout: Duration,
+    pub session_max_age: Duration,
+    pub purchase_url: Option<String>,
+    pub purchase_note: Option<String>,
+    pub throttle: ThrottleConfig,
+}
+
+#[derive(Debug, Clone)]
+pub struct ThrottleConfig {
+    pub sign_in_per_ip: u32,
+    pub sign_in_per_account: u32,
+    pub sign_up_per_ip: u32,
+    pub window: Duration,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -661,6 +700,8 @@ pub fn validate(file: FileConfig, conf_dir: &Path) -> Result<Config, ConfigError
         });
     }
 
+    let console = console(&mut c, &file.console);
+
     if c.errors.is_empty() {
         Ok(Config {
             listeners,
@@ -679,9 +720,75 @@ pub fn validate(file: FileConfig, conf_dir: &Path) -> Result<Config, ConfigError
             channels,
             models,
             plans,
+            console,
         })
     } else {
         Err(ConfigErrors(c.errors))
+    }
+}
+
+/// The `console:` section.
+fn console(c: &mut Check, f: &ConsoleSection) -> ConsoleConfig {
+    let public_url =
+        f.public_url.as_deref().map(str::trim).filter(|u| !u.is_empty()).and_then(|u| match BaseUrl::parse(u) {
+            Ok(b) if b.path.is_empty() => Some(b.to_string()),
+            Ok(_) => {
+                c.err(
+                    "console.public_url",
+                    format!("{u:?} must be the site root (https://relay.example.com), without a path"),
+                );
+                None
+            }
+            Err(e) => {
+                c.err("console.public_url", e);
+                None
+            }
+        });
+    let purchase_url = f.purchase_url.as_deref().map(str::trim).filter(|u| !u.is_empty()).map(str::to_string);
+    if let Some(u) = &purchase_url {
+        if !(u.starts_with("https://") || u.starts_with("http://")) || u.contains(char::is_whitespace) {
+            c.err("console.purchase_url", format!("{u:?} must be an http(s) URL"));
+        }
+    }
+    let site_name = f.site_name.as_deref().map(str::trim).unwrap_or("codex-proxy").to_string();
+    if site_name.is_empty() || site_name.chars().count() > 64 {
+        c.err("console.site_name", "must be 1 to 64 characters");
+    }
+    let signup_credits = f.signup_credits.map_or(0, |x| x.0);
+    if signup_credits < 0 {
+        c.err("console.signup_credits", "must not be negative");
+    }
+    let idle = f.session_idle_timeout.map_or(Duration::from_secs(8 * 3600), |d| d.0);
+    let max_age = f.session_max_age.map_or(Duration::from_secs(7 * 86_400), |d| d.0);
+    if idle < Duration::from_secs(1) || idle > max_age {
+        c.err("console.session_idle_timeout", "must be at least 1s and at most console.session_max_age");
+    }
+    if max_age > Duration::from_secs(90 * 86_400) {
+        c.err("console.session_max_age", "must be at most 90 days");
+    }
+    let t = &f.throttle;
+    let throttle = ThrottleConfig {
+        sign_in_per_ip: c.u64("console.throttle.sign_in_per_ip", t.sign_in_per_ip, 20, 1, 1_000_000) as u32,
+        sign_in_per_account: c.u64("console.throttle.sign_in_per_account", t.sign_in_per_account, 10, 1, 1_000_000)
+            as u32,
+        sign_up_per_ip: c.u64("console.throttle.sign_up_per_ip", t.sign_up_per_ip, 10, 1, 1_000_000) as u32,
+        window: t.window.map_or(Duration::from_secs(15 * 60), |d| d.0),
+    };
+    if throttle.window.is_zero() {
+        c.err("console.throttle.window", "must be greater than zero");
+    }
+    ConsoleConfig {
+        enabled: f.enabled.unwrap_or(true),
+        public_url,
+        signup: f.signup.unwrap_or(Signup::Open),
+        site_name,
+        max_keys_per_user: c.u64("console.max_keys_per_user", f.max_keys_per_user, 20, 1, 10_000) as u32,
+        signup_credits,
+        session_idle_timeout: idle,
+        session_max_age: max_age,
+        purchase_url,
+        purchase_note: f.purchase_note.as_deref().map(str::trim).filter(|n| !n.is_empty()).map(str::to_string),
+        throttle,
     }
 }
 

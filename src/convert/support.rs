@@ -103,21 +103,7 @@ impl Signer {
     /// The key in `data_dir/signing.key`, created (mode 0600) on first use so
     /// signatures stay valid across restarts.
     pub fn load_or_create(dir: &std::path::Path) -> std::io::Result<Signer> {
-        let path = dir.join("signing.key");
-        if let Ok(hex) = std::fs::read_to_string(&path) {
-            if let Some(h) = crate::auth::KeyHash::from_hex(hex.trim()) {
-                return Ok(Signer::new(h.0));
-            }
-        }
-        std::fs::create_dir_all(dir)?;
-        let key = crate::auth::KeyHash::of(&crate::auth::random_base62(64));
-        {
-            use std::io::Write;
-            use std::os::unix::fs::OpenOptionsExt;
-            let mut f = std::fs::OpenOptions::new().create(true).write(true).truncate(true).mode(0o600).open(&path)?;
-            f.write_all(key.to_hex().as_bytes())?;
-        }
-        Ok(Signer::new(key.0))
+        crate::store::secret::load_or_create_key(&dir.join("signing.key")).map(Signer::new)
     }
 
     pub fn sign(&self, upstream_model: &str, thinking: &str) -> String {

@@ -10,7 +10,6 @@ use crate::app::App;
 use crate::billing::Ticket;
 use crate::config::units::{format_credits, MICROS_PER_CREDIT};
 use crate::error::GatewayError;
-use crate::store;
 use pingora::proxy::Session;
 use serde_json::{json, Value};
 
@@ -98,16 +97,12 @@ pub async fn redeem(
     let req: Req = serde_json::from_slice(body).map_err(|e| GatewayError::InvalidJson(e.to_string()))?;
     let code = req.code.filter(|c| !c.trim().is_empty()).ok_or(GatewayError::MissingField("code"))?;
     app.billing.redeem_allowed(id.user.id)?;
-    let (path, cfg, user_id) = (app.config.database.clone(), app.config.clone(), id.user.id);
-    // A rare, transactional write: on the blocking pool with its own
+    let (cfg, user_id) = (app.config.clone(), id.user.id);
+    // A rare, transactional write: on the blocking pool with a pooled
     // connection, never on the request threads.
-    let result = tokio::task::spawn_blocking(move || {
-        let conn = store::open(&path).map_err(|e| GatewayError::Internal(e.to_string()))?;
-        ops::redeem(&conn, &cfg, user_id, &code)
-    })
-    .await
-    .map_err(|e| GatewayError::Internal(e.to_string()))?;
-    let redeemed = match result {
+    let result =
+        app.db.run(move |conn| Ok::<_, crate::store::StoreError>(ops::redeem(conn, &cfg, user_id, &code))).await;
+    let redeemed = match result.map_err(|e| GatewayError::Internal(e.to_string()))?.map_err(GatewayError::from) {
         Ok(r) => r,
         Err(e) => {
             if matches!(e, GatewayError::RedeemInvalid(_) | GatewayError::RedeemConflict(_)) {

@@ -26,6 +26,8 @@ pub struct KeyRow {
     pub allowed_models: Option<Vec<String>>,
     pub created_at: i64,
     pub last_used_at: Option<i64>,
+    /// Set once the key is deleted: it never authenticates again.
+    pub deleted_at: Option<i64>,
 }
 
 impl KeyRow {
@@ -34,16 +36,20 @@ impl KeyRow {
     }
 }
 
+/// The stored form of an email address: trimmed and lower-cased, so that
+/// `Alice@Example.com` and `alice@example.com` are one account.
 pub fn validate_email(email: &str) -> Result<String, StoreError> {
+    normalize_email(email).ok_or_else(|| StoreError::Invalid(format!("{email:?} is not an email address")))
+}
+
+/// `validate_email` for callers that only need to know whether it is one.
+pub fn normalize_email(email: &str) -> Option<String> {
     let e = email.trim();
     let ok = e.len() <= 254
         && !e.chars().any(|c| c.is_whitespace() || c.is_control())
-        && e.split_once('@').is_some_and(|(local, domain)| !local.is_empty() && !domain.is_empty());
-    if ok {
-        Ok(e.to_string())
-    } else {
-        Err(StoreError::Invalid(format!("{email:?} is not an email address")))
-    }
+        && e.split_once('@')
+            .is_some_and(|(local, domain)| !local.is_empty() && !domain.is_empty() && !domain.contains('@'));
+    ok.then(|| e.to_lowercase())
 }
 
 const USER_COLS: &str = "id, email, status, created_at";
@@ -72,6 +78,42 @@ pub fn user(conn: &Connection, email: &str) -> Result<UserRow, StoreError> {
     find_user(conn, email)?.ok_or_else(|| StoreError::NoSuchUser(email.to_string()))
 }
 
+pub fn user_by_id(conn: &Connection, id: i64) -> Result<UserRow, StoreError> {
+    conn.query_row(&format!("SELECT {USER_COLS} FROM users WHERE id = ?1"), [id], user_row)
+        .optional()
+        .ctx("reading user")?
+        .ok_or_else(|| StoreError::NoSuchUser(format!("#{id}")))
+}
+
+/// What signing in needs to know about an account.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Login {
+    pub id: i64,
+    pub email: String,
+    pub banned: bool,
+    /// `None` for accounts made without a console password.
+    pub password_hash: Option<String>,
+}
+
+const LOGIN_COLS: &str = "id, email, status = 'banned', password_hash";
+
+fn login_row(r: &Row) -> rusqlite::Result<Login> {
+    Ok(Login { id: r.get(0)?, email: r.get(1)?, banned: r.get(2)?, password_hash: r.get(3)? })
+}
+
+pub fn find_login(conn: &Connection, email: &str) -> Result<Option<Login>, StoreError> {
+    conn.query_row(&format!("SELECT {LOGIN_COLS} FROM users WHERE email = ?1"), [email.trim()], login_row)
+        .optional()
+        .ctx("reading login")
+}
+
+pub fn login_by_id(conn: &Connection, id: i64) -> Result<Login, StoreError> {
+    conn.query_row(&format!("SELECT {LOGIN_COLS} FROM users WHERE id = ?1"), [id], login_row)
+        .optional()
+        .ctx("reading login")?
+        .ok_or_else(|| StoreError::NoSuchUser(format!("#{id}")))
+}
+
 pub fn list_users(conn: &Connection) -> Result<Vec<UserRow>, StoreError> {
     let mut stmt = conn.prepare(&format!("SELECT {USER_COLS} FROM users ORDER BY id")).ctx("listing users")?;
     let rows = stmt.query_map([], user_row).ctx("listing users")?;
@@ -90,7 +132,7 @@ pub fn set_user_status(conn: &Connection, user_id: i64, status: &str) -> Result<
 }
 
 const KEY_COLS: &str =
-    "id, user_id, lookup, key_hash, name, status, expires_at, allowed_models, created_at, last_used_at";
+    "id, user_id, lookup, key_hash, name, status, expires_at, allowed_models, created_at, last_used_at, deleted_at";
 
 fn key_row(r: &Row) -> rusqlite::Result<KeyRow> {
     let models: Option<String> = r.get(7)?;
@@ -105,6 +147,7 @@ fn key_row(r: &Row) -> rusqlite::Result<KeyRow> {
         allowed_models: models.and_then(|m| serde_json::from_str(&m).ok()),
         created_at: r.get(8)?,
         last_used_at: r.get(9)?,
+        deleted_at: r.get(10)?,
     })
 }
 
@@ -155,6 +198,26 @@ fn update_key(
 
 pub fn set_key_status(conn: &Connection, key_id: i64, status: &str) -> Result<KeyRow, StoreError> {
     update_key(conn, key_id, "status", &status)
+}
+
+/// Deletes a key: disabled, marked deleted, kept for the usage that names it.
+pub fn delete_key(conn: &Connection, key_id: i64, now: i64) -> Result<KeyRow, StoreError> {
+    let n = conn
+        .execute(
+            "UPDATE api_keys SET status = 'disabled', deleted_at = ?2 WHERE id = ?1 AND deleted_at IS NULL",
+            params![key_id, now],
+        )
+        .ctx("deleting API key")?;
+    if n == 0 {
+        return Err(StoreError::NoSuchKey(key_id));
+    }
+    key_by_id(conn, key_id)
+}
+
+/// Keys of a user that are not deleted.
+pub fn count_live_keys(conn: &Connection, user_id: i64) -> Result<i64, StoreError> {
+    conn.query_row("SELECT COUNT(*) FROM api_keys WHERE user_id = ?1 AND deleted_at IS NULL", [user_id], |r| r.get(0))
+        .ctx("counting API keys")
 }
 
 pub fn set_key_expiry(conn: &Connection, key_id: i64, expires_at: Option<i64>) -> Result<KeyRow, StoreError> {
@@ -214,5 +277,26 @@ mod tests {
         assert_eq!(key_by_id(&conn, row.id).unwrap().last_used_at, Some(5));
         assert_eq!(list_keys(&conn, Some(u.id)).unwrap().len(), 1);
         assert_eq!(list_keys(&conn, None).unwrap().len(), 1);
+        assert_eq!(count_live_keys(&conn, u.id).unwrap(), 1);
+        let deleted = delete_key(&conn, row.id, 9).unwrap();
+        assert_eq!((deleted.deleted_at, deleted.status.as_str()), (Some(9), "disabled"));
+        assert!(matches!(delete_key(&conn, row.id, 10), Err(StoreError::NoSuchKey(_))), "deleted once");
+        assert_eq!(count_live_keys(&conn, u.id).unwrap(), 0);
+    }
+
+    #[test]
+    fn emails_are_normalized() {
+        assert_eq!(normalize_email("  Alice@Example.COM "), Some("alice@example.com".into()));
+        assert_eq!(normalize_email("demo@localhost"), Some("demo@localhost".into()));
+        for bad in ["", "no-at", "@x", "x@", "a b@c.d", "a@b@c", &format!("{}@x.y", "a".repeat(260))] {
+            assert_eq!(normalize_email(bad), None, "{bad:?}");
+        }
+        let (_d, conn) = db();
+        let u = add_user(&conn, "Bob@Example.com").unwrap();
+        assert_eq!(u.email, "bob@example.com");
+        let login = find_login(&conn, "bob@example.com").unwrap().unwrap();
+        assert_eq!((login.id, login.banned, login.password_hash), (u.id, false, None));
+        assert_eq!(login_by_id(&conn, u.id).unwrap().email, "bob@example.com");
+        assert_eq!(user_by_id(&conn, u.id).unwrap(), u);
     }
 }

@@ -1,6 +1,6 @@
-//! SQL for money: the ledger, subscriptions, redemption codes, the admin audit
-//! trail and usage reports. Used by the CLI, the admin API, redemption and the
-//! gateway's reloads; never on the LLM request path.
+//! SQL for money: the ledger, subscriptions, redemption codes and the admin
+//! audit trail. Used by the CLI, the admin API, the console, redemption and
+//! the gateway's reloads; never on the LLM request path.
 
 use super::{now_ms, SqlContext, StoreError};
 use rusqlite::{params, Connection, OptionalExtension, Row};
@@ -114,6 +114,19 @@ pub fn ledger_for_user(conn: &Connection, user_id: i64, limit: i64) -> Result<Ve
         .ctx("reading ledger")?;
     let rows = stmt.query_map(params![user_id, limit], ledger_row).ctx("reading ledger")?;
     rows.collect::<Result<_, _>>().ctx("reading ledger")
+}
+
+/// A user's entries other than usage charges (top-ups, redemptions,
+/// adjustments), newest first.
+pub fn credit_history(conn: &Connection, user_id: i64, limit: i64) -> Result<Vec<LedgerRow>, StoreError> {
+    let mut stmt = conn
+        .prepare(&format!(
+            "SELECT {LEDGER_COLS} FROM ledger WHERE user_id = ?1 AND account = 'credits' AND kind != 'usage'
+             ORDER BY id DESC LIMIT ?2"
+        ))
+        .ctx("reading credit history")?;
+    let rows = stmt.query_map(params![user_id, limit], ledger_row).ctx("reading credit history")?;
+    rows.collect::<Result<_, _>>().ctx("reading credit history")
 }
 
 pub fn credit_balance(conn: &Connection, user_id: i64) -> Result<i64, StoreError> {
@@ -303,6 +316,15 @@ pub fn set_code_status(conn: &Connection, id: i64, status: &str) -> Result<CodeR
     code_by_id(conn, id)?.ok_or_else(|| StoreError::Invalid(format!("no code with id {id}")))
 }
 
+pub fn has_redeemed(conn: &Connection, code_id: i64, user_id: i64) -> Result<bool, StoreError> {
+    conn.query_row(
+        "SELECT EXISTS(SELECT 1 FROM code_redemptions WHERE code_id = ?1 AND user_id = ?2)",
+        params![code_id, user_id],
+        |r| r.get(0),
+    )
+    .ctx("reading redemptions")
+}
+
 /// Counts one use of a code by a user; false when the user already used it.
 pub fn record_redemption(conn: &Connection, code_id: i64, user_id: i64) -> Result<bool, StoreError> {
     let n = conn
@@ -355,78 +377,6 @@ pub fn audit_log(conn: &Connection, limit: i64) -> Result<Vec<AuditRow>, StoreEr
         })
         .ctx("reading audit log")?;
     rows.collect::<Result<_, _>>().ctx("reading audit log")
-}
-
-// ------------------------------------------------------------ usage reports
-
-/// Which usage rows a report covers.
-#[derive(Debug, Clone, Default)]
-pub struct UsageFilter {
-    pub user_id: Option<i64>,
-    pub key_id: Option<i64>,
-    pub model: Option<String>,
-    pub since_ms: Option<i64>,
-    pub until_ms: Option<i64>,
-}
-
-/// How a report groups rows.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum GroupBy {
-    User,
-    Key,
-    Model,
-    Day,
-}
-
-#[derive(Debug, Clone, Default, Serialize, PartialEq, Eq)]
-pub struct UsageLine {
-    pub group: String,
-    pub requests: i64,
-    pub input_tokens: i64,
-    pub cached_tokens: i64,
-    pub cache_write_tokens: i64,
-    pub output_tokens: i64,
-    pub reasoning_tokens: i64,
-    pub cost: i64,
-}
-
-/// Usage grouped by `group`, days in the billing timezone (`utc_offset_secs`).
-pub fn usage_report(
-    conn: &Connection,
-    filter: &UsageFilter,
-    group: GroupBy,
-    utc_offset_secs: i32,
-) -> Result<Vec<UsageLine>, StoreError> {
-    let key = match group {
-        GroupBy::User => "COALESCE((SELECT email FROM users WHERE id = u.user_id), '-')".to_string(),
-        GroupBy::Key => "COALESCE((SELECT 'codex_' || lookup FROM api_keys WHERE id = u.key_id), '-')".to_string(),
-        GroupBy::Model => "COALESCE(u.model, '-')".to_string(),
-        GroupBy::Day => format!("date(u.created_at / 1000 + {utc_offset_secs}, 'unixepoch')"),
-    };
-    let sql = format!(
-        "SELECT {key} AS g, COUNT(*), SUM(input_tokens), SUM(cached_tokens), SUM(cache_write_tokens),
-                SUM(output_tokens), SUM(reasoning_tokens), SUM(cost)
-         FROM usage u
-         WHERE (?1 IS NULL OR u.user_id = ?1) AND (?2 IS NULL OR u.key_id = ?2) AND (?3 IS NULL OR u.model = ?3)
-           AND (?4 IS NULL OR u.created_at >= ?4) AND (?5 IS NULL OR u.created_at < ?5)
-         GROUP BY g ORDER BY g"
-    );
-    let mut stmt = conn.prepare(&sql).ctx("preparing usage report")?;
-    let rows = stmt
-        .query_map(params![filter.user_id, filter.key_id, filter.model, filter.since_ms, filter.until_ms], |r| {
-            Ok(UsageLine {
-                group: r.get(0)?,
-                requests: r.get(1)?,
-                input_tokens: r.get(2)?,
-                cached_tokens: r.get(3)?,
-                cache_write_tokens: r.get(4)?,
-                output_tokens: r.get(5)?,
-                reasoning_tokens: r.get(6)?,
-                cost: r.get(7)?,
-            })
-        })
-        .ctx("running usage report")?;
-    rows.collect::<Result<_, _>>().ctx("running usage report")
 }
 
 #[cfg(test)]

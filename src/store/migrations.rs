@@ -119,6 +119,31 @@ const MIGRATIONS: &[&str] = &[
     // 3: nothing looks ledger entries up by reference, and every request's
     // charge paid for that index in the batched writer.
     "DROP INDEX IF EXISTS ledger_reference;",
+    // 4: the website. Console sessions are stored by the SHA-256 of their
+    // token only; form tokens make a double-submitted form act once; a
+    // deleted key keeps its row (its usage still names it) but never
+    // authenticates again.
+    r#"
+    CREATE TABLE web_sessions (
+        id           INTEGER PRIMARY KEY,
+        token_hash   TEXT NOT NULL UNIQUE,
+        user_id      INTEGER NOT NULL REFERENCES users(id),
+        created_at   INTEGER NOT NULL,
+        last_seen_at INTEGER NOT NULL,
+        expires_at   INTEGER NOT NULL,
+        ip           TEXT,
+        user_agent   TEXT
+    );
+    CREATE INDEX web_sessions_user ON web_sessions(user_id);
+    CREATE INDEX web_sessions_expiry ON web_sessions(expires_at);
+    CREATE TABLE form_tokens (
+        token      TEXT PRIMARY KEY,
+        user_id    INTEGER NOT NULL,
+        created_at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX form_tokens_time ON form_tokens(created_at);
+    ALTER TABLE api_keys ADD COLUMN deleted_at INTEGER;
+    "#,
 ];
 
 /// The schema version this binary writes.

@@ -7,6 +7,10 @@
 pub mod accounts;
 pub mod billing;
 mod migrations;
+pub mod pool;
+pub mod secret;
+pub mod sessions;
+pub mod usage;
 pub mod writer;
 
 use rusqlite::Connection;
@@ -33,6 +37,8 @@ pub enum StoreError {
     NoSuchKey(i64),
     #[error("{0}")]
     Invalid(String),
+    #[error("database task failed: {0}")]
+    Task(String),
 }
 
 /// Attaches a context string to rusqlite errors: `.ctx("inserting user")?`.

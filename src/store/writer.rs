@@ -72,6 +72,11 @@ pub enum WriteOp {
         key_id: i64,
         at: i64,
     },
+    /// A console session was used (its idle timer restarts).
+    SessionSeen {
+        session_id: i64,
+        at: i64,
+    },
     /// Commits everything queued before it, checks for external changes (so an
     /// admin change written on another connection is loaded), then acknowledges.
     Flush(std_mpsc::Sender<()>),
@@ -248,6 +253,7 @@ fn push(op: WriteOp, pending: &mut Vec<WriteOp>, acks: &mut Vec<std_mpsc::Sender
 fn commit(conn: &Connection, ops: &[WriteOp]) -> Result<(), StoreError> {
     let tx = conn.unchecked_transaction().ctx("starting batch")?;
     let mut touched: std::collections::HashMap<i64, i64> = std::collections::HashMap::new();
+    let mut seen: std::collections::HashMap<i64, i64> = std::collections::HashMap::new();
     for op in ops {
         match op {
             WriteOp::Usage(u) => insert_usage(&tx, u)?,
@@ -260,11 +266,18 @@ fn commit(conn: &Connection, ops: &[WriteOp]) -> Result<(), StoreError> {
                 let e = touched.entry(*key_id).or_insert(*at);
                 *e = (*e).max(*at);
             }
+            WriteOp::SessionSeen { session_id, at } => {
+                let e = seen.entry(*session_id).or_insert(*at);
+                *e = (*e).max(*at);
+            }
             WriteOp::Flush(_) => {}
         }
     }
     let stamps: Vec<(i64, i64)> = touched.into_iter().collect();
     super::accounts::touch_keys(&tx, &stamps)?;
+    if !seen.is_empty() {
+        super::sessions::touch(&tx, &seen.into_iter().collect::<Vec<_>>())?;
+    }
     tx.commit().ctx("committing batch")
 }
 
