@@ -9,6 +9,7 @@ use crate::config::Config;
 use crate::convert::support::{Ids, RandomIds, Signer};
 use crate::store::pool::Pool;
 use crate::store::writer::Writer;
+use crate::web::Site;
 use pingora::connectors::http::Connector;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -30,6 +31,8 @@ pub struct App {
     pub ids: Arc<dyn Ids>,
     /// Connections for the website and the admin API (never the request path).
     pub db: Arc<Pool>,
+    /// The docs and console, when `console.enabled`.
+    pub site: Option<Site>,
     inflight: AtomicUsize,
 }
 
@@ -46,6 +49,7 @@ impl App {
         // The thinking-signature key lives with the data: signatures handed
         // to clients stay valid across restarts.
         let signer = Arc::new(Signer::load_or_create(&config.data_dir)?);
+        let site = if config.console.enabled { Some(Site::new(&config)?) } else { None };
         let db = Pool::new(config.database.clone());
         Ok(App {
             config,
@@ -59,6 +63,7 @@ impl App {
             signer,
             ids: Arc::new(RandomIds),
             db,
+            site,
             inflight: AtomicUsize::new(0),
         })
     }

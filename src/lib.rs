@@ -12,6 +12,7 @@
 //! - `store`: SQLite schema, queries and the batched writer;
 //! - `access_log`, `usage`, `sse`: logging, token accounting, SSE framing;
 //! - `server`, `listen`, `shutdown`: process wiring;
+//! - `web`: the website beside `/v1`: public docs and the user console;
 //! - `fake_upstream`: the scriptable fake OpenAI/Anthropic server;
 //! - `cli`: the command line.
 
@@ -36,3 +37,4 @@ pub mod shutdown;
 pub mod sse;
 pub mod store;
 pub mod usage;
+pub mod web;

@@ -39,7 +39,14 @@ pub async fn handle(app: &App, session: &mut Session, ctx: &mut RequestCtx) -> R
         websocket_upgrade: websocket,
     });
     ctx.shape = shape;
-    let endpoint = endpoint?;
+    let endpoint = match (endpoint, &app.site) {
+        // Not an API endpoint and not under /v1: a page of the website.
+        (Err(GatewayError::RouteNotFound(path)), Some(site)) if !super::site::is_api_path(&path) => {
+            super::site::serve(app, site, session, ctx).await;
+            return Ok(());
+        }
+        (e, _) => e?,
+    };
     ctx.endpoint = Some(endpoint);
     if endpoint == Endpoint::Health {
         respond::json(session, ctx, &json!({"status": "ok"})).await;
@@ -94,7 +101,7 @@ pub async fn handle(app: &App, session: &mut Session, ctx: &mut RequestCtx) -> R
 }
 
 /// Reads the whole request body, refusing more than `limit` bytes.
-async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, GatewayError> {
+pub(super) async fn read_body(session: &mut Session, limit: usize) -> Result<Bytes, GatewayError> {
     let declared = header(session, "content-length")
         .and_then(|v| std::str::from_utf8(v).ok())
         .and_then(|v| v.trim().parse::<usize>().ok());

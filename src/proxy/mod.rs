@@ -8,6 +8,7 @@ mod forward;
 mod handler;
 mod respond;
 mod settle;
+mod site;
 
 use crate::app::{App, InFlight};
 use async_trait::async_trait;
