@@ -736,6 +736,8 @@ async fn pages_show_the_users_own_data() {
     let usage = b.get("/console/usage").await;
     assert!(usage.body.contains("<div class=\"stat\">55</div>"));
     assert!(usage.body.contains("<svg class=\"chart\""));
+    // 55 × 14 micro on one day: the axis runs to 0.001 in quarters.
+    assert!(usage.body.contains(">0.00025</text>") && usage.body.contains(">0.001</text>"), "cost axis labels");
     assert_eq!(usage.body.matches("<td class=\"nowrap\" title=\"req_").count(), 50, "first page");
     let older = &usage.body[usage.body.find("before=").unwrap() + 7..];
     let cursor = &older[..older.find('#').unwrap()];

@@ -28,16 +28,28 @@ ensure_build_deps() {
   fi
 }
 
-# A Python venv in .venv with the SDKs the tests use.
+# Debian's Chromium for the browser tests (Playwright drives it through
+# executable_path: no browser download), a CJK font so Chinese pages render
+# in screenshots, and Node for the cc-switch usage script.
+ensure_browser() {
+  ensure_pkg chromium chromium
+  ensure_pkg node nodejs
+  if ! fc-list :lang=zh 2>/dev/null | grep -q .; then
+    if [ -z "${_apt_updated:-}" ]; then as_root apt-get update -qq; _apt_updated=1; fi
+    DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq fonts-wqy-zenhei >/dev/null
+  fi
+}
+
+# A Python venv in .venv with the SDKs and Playwright the tests use.
 ensure_venv() {
   local venv="${VENV:-$PWD/.venv}"
   if [ ! -x "$venv/bin/python" ]; then
     ensure_pkg python3 python3
     python3 -m venv "$venv" 2>/dev/null || { ensure_pkg false python3-venv; python3 -m venv "$venv"; }
   fi
-  if ! "$venv/bin/python" -c 'import openai, anthropic, pytest' 2>/dev/null; then
-    echo "== installing openai, anthropic, pytest into $venv" >&2
-    "$venv/bin/pip" install -q --disable-pip-version-check openai anthropic pytest
+  if ! "$venv/bin/python" -c 'import openai, anthropic, pytest, playwright' 2>/dev/null; then
+    echo "== installing openai, anthropic, pytest, playwright into $venv" >&2
+    "$venv/bin/pip" install -q --disable-pip-version-check openai anthropic pytest playwright
   fi
   VENV_PY="$venv/bin/python"
 }

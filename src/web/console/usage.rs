@@ -251,13 +251,8 @@ fn charts(t: &Text, q: &Query, days: &[UsageLine]) -> Markup {
             ),
         })
         .collect();
-    let credits_axis = |v: f64| {
-        if v == 0.0 {
-            "0".into()
-        } else {
-            format!("{v:.3}").trim_end_matches('0').trim_end_matches('.').to_string()
-        }
-    };
+    // Exact decimals, however small the amounts (0.00005, not 0).
+    let credits_axis = |v: f64| crate::config::units::format_credits((v * 1e6).round() as i64);
     html! {
         div.card {
             h3 { (t.cost_per_day) }
