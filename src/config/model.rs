@@ -373,6 +373,10 @@ pub fn parse_utc_offset(s: &str) -> Result<i32, String> {
     if h > 14 || m > 59 {
         return Err(format!("invalid timezone {s:?}"));
     }
+    // Usage rollups are per 15 minutes; every real offset is a multiple.
+    if m % 15 != 0 {
+        return Err(format!("timezone {s:?}: minutes must be 00, 15, 30 or 45"));
+    }
     Ok(sign * (h * 3600 + m * 60))
 }
 
@@ -813,6 +817,8 @@ mod tests {
         assert_eq!(parse_utc_offset("+08:00"), Ok(8 * 3600));
         assert_eq!(parse_utc_offset("-0530"), Ok(-(5 * 3600 + 30 * 60)));
         assert!(parse_utc_offset("Europe/Paris").is_err());
+        assert_eq!(parse_utc_offset("+05:45"), Ok(5 * 3600 + 45 * 60));
+        assert!(parse_utc_offset("+05:07").is_err());
     }
 
     #[test]

@@ -1,14 +1,54 @@
 //! Usage reports: totals grouped by user, key, model or day (CLI, admin API,
 //! console charts) and pages of single requests (console history, CSV export).
 //!
-//! Queries name only the filters that are set, so SQLite can use the
-//! `usage(user_id, created_at)` and `usage(created_at)` indexes: a
-//! `(?1 IS NULL OR user_id = ?1)` clause would make it scan the whole table.
+//! Totals come from `usage_rollup`: per 15 minutes, user, key, model and
+//! channel, added by the writer in the transaction that inserts the usage
+//! rows, so they always agree with them. A month of a heavy user is then a
+//! few thousand rollup rows instead of hundreds of thousands of requests.
+//! Days stay exact because every real UTC offset is a multiple of 15
+//! minutes; a report whose time bounds fall between buckets reads the
+//! requests themselves.
+//!
+//! Queries name only the filters that are set, so SQLite can use the indexes:
+//! a `(?1 IS NULL OR user_id = ?1)` clause would make it scan the whole table.
 
+use super::writer::UsageRecord;
 use super::{SqlContext, StoreError};
 use rusqlite::types::Value;
-use rusqlite::{params_from_iter, Connection, Row};
+use rusqlite::{params, params_from_iter, Connection, Row};
 use serde::Serialize;
+use std::collections::HashMap;
+
+/// The length of a rollup period.
+pub const BUCKET_MS: i64 = 900_000;
+
+/// Where report totals are read from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    Rollup,
+    Rows,
+}
+
+impl Source {
+    fn table(self) -> &'static str {
+        match self {
+            Source::Rollup => "usage_rollup",
+            Source::Rows => "usage",
+        }
+    }
+    fn time(self) -> &'static str {
+        match self {
+            Source::Rollup => "u.bucket",
+            Source::Rows => "u.created_at",
+        }
+    }
+    fn requests(self) -> &'static str {
+        match self {
+            Source::Rollup => "SUM(u.requests)",
+            Source::Rows => "COUNT(*)",
+        }
+    }
+}
 
 /// Which usage rows a report covers.
 #[derive(Debug, Clone, Default)]
@@ -21,8 +61,17 @@ pub struct UsageFilter {
 }
 
 impl UsageFilter {
+    /// Whether the time bounds fall on rollup buckets (days and hours do).
+    fn on_buckets(&self) -> bool {
+        [self.since_ms, self.until_ms].iter().flatten().all(|t| t % BUCKET_MS == 0)
+    }
+
     /// `WHERE …` for the filters that are set, and their parameters.
     fn clause(&self) -> (String, Vec<Value>) {
+        self.clause_on("u.created_at")
+    }
+
+    fn clause_on(&self, time: &str) -> (String, Vec<Value>) {
         let mut conds = Vec::new();
         let mut params = Vec::new();
         let mut add = |cond: &str, v: Value| {
@@ -39,10 +88,10 @@ impl UsageFilter {
             add("u.model = ?", Value::Text(m.clone()));
         }
         if let Some(t) = self.since_ms {
-            add("u.created_at >= ?", Value::Integer(t));
+            add(&format!("{time} >= ?"), Value::Integer(t));
         }
         if let Some(t) = self.until_ms {
-            add("u.created_at < ?", Value::Integer(t));
+            add(&format!("{time} < ?"), Value::Integer(t));
         }
         let clause = if conds.is_empty() { String::new() } else { format!("WHERE {}", conds.join(" AND ")) };
         (clause, params)
@@ -77,17 +126,30 @@ pub fn report(
     group: GroupBy,
     utc_offset_secs: i32,
 ) -> Result<Vec<UsageLine>, StoreError> {
+    let src = if filter.on_buckets() { Source::Rollup } else { Source::Rows };
+    report_from(conn, src, filter, group, utc_offset_secs)
+}
+
+fn report_from(
+    conn: &Connection,
+    src: Source,
+    filter: &UsageFilter,
+    group: GroupBy,
+    utc_offset_secs: i32,
+) -> Result<Vec<UsageLine>, StoreError> {
+    let time = src.time();
     let key = match group {
         GroupBy::User => "COALESCE((SELECT email FROM users WHERE id = u.user_id), '-')".to_string(),
         GroupBy::Key => "COALESCE((SELECT 'codex_' || lookup FROM api_keys WHERE id = u.key_id), '-')".to_string(),
-        GroupBy::Model => "COALESCE(u.model, '-')".to_string(),
-        GroupBy::Day => format!("date(u.created_at / 1000 + {utc_offset_secs}, 'unixepoch')"),
+        GroupBy::Model => "COALESCE(NULLIF(u.model, ''), '-')".to_string(),
+        GroupBy::Day => format!("date({time} / 1000 + {utc_offset_secs}, 'unixepoch')"),
     };
-    let (clause, params) = filter.clause();
+    let (clause, params) = filter.clause_on(time);
+    let (table, requests) = (src.table(), src.requests());
     let sql = format!(
-        "SELECT {key} AS g, COUNT(*), SUM(input_tokens), SUM(cached_tokens), SUM(cache_write_tokens),
+        "SELECT {key} AS g, {requests}, SUM(input_tokens), SUM(cached_tokens), SUM(cache_write_tokens),
                 SUM(output_tokens), SUM(reasoning_tokens), SUM(cost)
-         FROM usage u {clause} GROUP BY g ORDER BY g"
+         FROM {table} u {clause} GROUP BY g ORDER BY g"
     );
     let mut stmt = conn.prepare(&sql).ctx("preparing usage report")?;
     let rows = stmt
@@ -105,6 +167,85 @@ pub fn report(
         })
         .ctx("running usage report")?;
     rows.collect::<Result<_, _>>().ctx("running usage report")
+}
+
+/// The totals one rollup row adds up.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Totals {
+    requests: i64,
+    input: i64,
+    cached: i64,
+    cache_write: i64,
+    output: i64,
+    reasoning: i64,
+    cost: i64,
+}
+
+/// A batch's additions to `usage_rollup`, gathered while its usage rows are
+/// inserted and written in the same transaction.
+#[derive(Debug, Default)]
+pub struct Rollup {
+    rows: HashMap<(i64, i64, i64, String, String), Totals>,
+}
+
+impl Rollup {
+    pub fn add(&mut self, u: &UsageRecord) {
+        let bucket = u.created_at - u.created_at.rem_euclid(BUCKET_MS);
+        let key = (
+            u.user_id.unwrap_or(0),
+            bucket,
+            u.key_id.unwrap_or(0),
+            u.model.clone().unwrap_or_default(),
+            u.channel.clone().unwrap_or_default(),
+        );
+        let t = self.rows.entry(key).or_default();
+        t.requests += 1;
+        t.input += u.input_tokens as i64;
+        t.cached += u.cached_tokens as i64;
+        t.cache_write += u.cache_write_tokens as i64;
+        t.output += u.output_tokens as i64;
+        t.reasoning += u.reasoning_tokens as i64;
+        t.cost += u.cost;
+    }
+
+    pub fn write(&self, conn: &Connection) -> Result<(), StoreError> {
+        if self.rows.is_empty() {
+            return Ok(());
+        }
+        let mut stmt = conn
+            .prepare_cached(
+                "INSERT INTO usage_rollup(user_id, bucket, key_id, model, channel, requests, input_tokens,
+                    cached_tokens, cache_write_tokens, output_tokens, reasoning_tokens, cost)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
+                 ON CONFLICT(user_id, bucket, key_id, model, channel) DO UPDATE SET
+                    requests = requests + excluded.requests,
+                    input_tokens = input_tokens + excluded.input_tokens,
+                    cached_tokens = cached_tokens + excluded.cached_tokens,
+                    cache_write_tokens = cache_write_tokens + excluded.cache_write_tokens,
+                    output_tokens = output_tokens + excluded.output_tokens,
+                    reasoning_tokens = reasoning_tokens + excluded.reasoning_tokens,
+                    cost = cost + excluded.cost",
+            )
+            .ctx("preparing rollup upsert")?;
+        for ((user, bucket, key, model, channel), t) in &self.rows {
+            stmt.execute(params![
+                user,
+                bucket,
+                key,
+                model,
+                channel,
+                t.requests,
+                t.input,
+                t.cached,
+                t.cache_write,
+                t.output,
+                t.reasoning,
+                t.cost
+            ])
+            .ctx("adding to the usage rollup")?;
+        }
+        Ok(())
+    }
 }
 
 /// One request as its user sees it (no channel or upstream details).
@@ -212,6 +353,7 @@ pub fn page(
 mod tests {
     use super::*;
 
+    /// Inserts a usage row and its rollup, as the writer does.
     fn insert(conn: &Connection, id: &str, at: i64, user: i64, model: &str, cost: i64) {
         conn.execute(
             "INSERT INTO usage(request_id, created_at, user_id, key_id, endpoint, model, output_tokens, status, latency_ms, cost)
@@ -219,6 +361,17 @@ mod tests {
             rusqlite::params![id, at, user, model, cost],
         )
         .unwrap();
+        let mut r = Rollup::default();
+        r.add(&UsageRecord {
+            created_at: at,
+            user_id: Some(user),
+            key_id: Some(1),
+            model: Some(model.into()),
+            output_tokens: 10,
+            cost,
+            ..Default::default()
+        });
+        r.write(conn).unwrap();
     }
 
     #[test]
@@ -256,6 +409,63 @@ mod tests {
     }
 
     #[test]
+    fn rollups_give_the_totals_of_the_rows() {
+        use crate::store::writer::{WriteOp, Writer};
+        use rand::{Rng, SeedableRng};
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let w =
+            Writer::start(super::super::open(&path).unwrap(), std::time::Duration::from_millis(5), Box::new(|_| {}))
+                .unwrap();
+        let mut rng = rand::rngs::StdRng::seed_from_u64(7);
+        const DAY: i64 = 86_400_000;
+        for i in 0..3_000 {
+            let models = [Some("a"), Some("b"), None];
+            let record = UsageRecord {
+                request_id: format!("r{i}"),
+                created_at: rng.gen_range(0..20 * DAY),
+                user_id: Some(rng.gen_range(1..4)),
+                key_id: [Some(1), Some(2), None][rng.gen_range(0..3)],
+                endpoint: "chat",
+                model: models[rng.gen_range(0..3)].map(str::to_string),
+                channel: Some("c".into()),
+                input_tokens: rng.gen_range(0..1000),
+                cached_tokens: rng.gen_range(0..100),
+                output_tokens: rng.gen_range(0..500),
+                cost: rng.gen_range(0..10_000),
+                status: 200,
+                ..Default::default()
+            };
+            w.send_blocking(WriteOp::Usage(Box::new(record)));
+        }
+        assert!(w.flush_blocking(std::time::Duration::from_secs(10)));
+        let conn = super::super::open(&path).unwrap();
+        // Days in three time zones, per model, per user, and with filters.
+        for tz in [0, 8 * 3600, -(5 * 3600 + 1800)] {
+            for group in [GroupBy::Day, GroupBy::Model, GroupBy::User, GroupBy::Key] {
+                for f in [
+                    UsageFilter::default(),
+                    UsageFilter { user_id: Some(2), since_ms: Some(3 * DAY - tz as i64 * 1000), ..Default::default() },
+                    UsageFilter {
+                        key_id: Some(1),
+                        model: Some("a".into()),
+                        until_ms: Some(9 * DAY),
+                        ..Default::default()
+                    },
+                ] {
+                    let rolled = report_from(&conn, Source::Rollup, &f, group, tz).unwrap();
+                    let rows = report_from(&conn, Source::Rows, &f, group, tz).unwrap();
+                    assert!(!rows.is_empty());
+                    assert_eq!(rolled, rows, "{group:?} {f:?} tz {tz}");
+                }
+            }
+        }
+        // A bound between buckets reads the rows themselves.
+        assert!(!UsageFilter { since_ms: Some(1), ..Default::default() }.on_buckets());
+        assert!(UsageFilter { since_ms: Some(DAY), until_ms: Some(2 * DAY), ..Default::default() }.on_buckets());
+    }
+
+    #[test]
     fn user_queries_use_the_user_index() {
         let dir = tempfile::tempdir().unwrap();
         let conn = super::super::open(&dir.path().join("db")).unwrap();
@@ -269,5 +479,14 @@ mod tests {
             .map(Result::unwrap)
             .collect();
         assert!(plan.iter().any(|p| p.contains("usage_user_time")), "{plan:?}");
+        let (clause, _) = f.clause_on("u.bucket");
+        let plan: Vec<String> = conn
+            .prepare(&format!("EXPLAIN QUERY PLAN SELECT COUNT(*) FROM usage_rollup u {clause}"))
+            .unwrap()
+            .query_map([1, 0], |r| r.get::<_, String>(3))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert!(plan.iter().any(|p| p.contains("PRIMARY KEY (user_id=? AND bucket>?)")), "{plan:?}");
     }
 }

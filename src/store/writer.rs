@@ -254,11 +254,12 @@ fn commit(conn: &Connection, ops: &[WriteOp]) -> Result<(), StoreError> {
     let tx = conn.unchecked_transaction().ctx("starting batch")?;
     let mut touched: std::collections::HashMap<i64, i64> = std::collections::HashMap::new();
     let mut seen: std::collections::HashMap<i64, i64> = std::collections::HashMap::new();
+    let mut rollup = super::usage::Rollup::default();
     for op in ops {
         match op {
-            WriteOp::Usage(u) => insert_usage(&tx, u)?,
+            WriteOp::Usage(u) => insert_usage(&tx, u, &mut rollup)?,
             WriteOp::Charge(u, l) => {
-                insert_usage(&tx, u)?;
+                insert_usage(&tx, u, &mut rollup)?;
                 insert_ledger(&tx, l)?;
             }
             WriteOp::Ledger(l) => insert_ledger(&tx, l)?,
@@ -273,6 +274,7 @@ fn commit(conn: &Connection, ops: &[WriteOp]) -> Result<(), StoreError> {
             WriteOp::Flush(_) => {}
         }
     }
+    rollup.write(&tx)?;
     let stamps: Vec<(i64, i64)> = touched.into_iter().collect();
     super::accounts::touch_keys(&tx, &stamps)?;
     if !seen.is_empty() {
@@ -281,7 +283,9 @@ fn commit(conn: &Connection, ops: &[WriteOp]) -> Result<(), StoreError> {
     tx.commit().ctx("committing batch")
 }
 
-fn insert_usage(conn: &Connection, u: &UsageRecord) -> Result<(), StoreError> {
+/// Inserts a usage row and counts it in the batch's rollup (a row already
+/// there, same request id, is neither inserted nor counted twice).
+fn insert_usage(conn: &Connection, u: &UsageRecord, rollup: &mut super::usage::Rollup) -> Result<(), StoreError> {
     let mut stmt = conn
         .prepare_cached(
             "INSERT OR IGNORE INTO usage(request_id, created_at, key_id, user_id, endpoint, model, channel,
@@ -290,31 +294,35 @@ fn insert_usage(conn: &Connection, u: &UsageRecord) -> Result<(), StoreError> {
              VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)",
         )
         .ctx("preparing usage insert")?;
-    stmt.execute(params![
-        u.request_id,
-        u.created_at,
-        u.key_id,
-        u.user_id,
-        u.endpoint,
-        u.model,
-        u.channel,
-        u.input_tokens as i64,
-        u.cached_tokens as i64,
-        u.cache_write_tokens as i64,
-        u.output_tokens as i64,
-        u.reasoning_tokens as i64,
-        u.status,
-        u.upstream_status,
-        u.latency_ms as i64,
-        u.ttfb_ms.map(|v| v as i64),
-        u.stream,
-        u.estimated,
-        u.cost,
-        u.billed_to,
-        u.attempts,
-        u.translation,
-    ])
-    .ctx("inserting usage")?;
+    let inserted = stmt
+        .execute(params![
+            u.request_id,
+            u.created_at,
+            u.key_id,
+            u.user_id,
+            u.endpoint,
+            u.model,
+            u.channel,
+            u.input_tokens as i64,
+            u.cached_tokens as i64,
+            u.cache_write_tokens as i64,
+            u.output_tokens as i64,
+            u.reasoning_tokens as i64,
+            u.status,
+            u.upstream_status,
+            u.latency_ms as i64,
+            u.ttfb_ms.map(|v| v as i64),
+            u.stream,
+            u.estimated,
+            u.cost,
+            u.billed_to,
+            u.attempts,
+            u.translation,
+        ])
+        .ctx("inserting usage")?;
+    if inserted == 1 {
+        rollup.add(u);
+    }
     Ok(())
 }
 
