@@ -470,23 +470,14 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let conn = super::super::open(&dir.path().join("db")).unwrap();
         let f = UsageFilter { user_id: Some(1), since_ms: Some(0), ..Default::default() };
-        let (clause, _) = f.clause();
-        let plan: Vec<String> = conn
-            .prepare(&format!("EXPLAIN QUERY PLAN SELECT COUNT(*) FROM usage u {clause}"))
-            .unwrap()
-            .query_map([1, 0], |r| r.get::<_, String>(3))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
-        assert!(plan.iter().any(|p| p.contains("usage_user_time")), "{plan:?}");
-        let (clause, _) = f.clause_on("u.bucket");
-        let plan: Vec<String> = conn
-            .prepare(&format!("EXPLAIN QUERY PLAN SELECT COUNT(*) FROM usage_rollup u {clause}"))
-            .unwrap()
-            .query_map([1, 0], |r| r.get::<_, String>(3))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
-        assert!(plan.iter().any(|p| p.contains("PRIMARY KEY (user_id=? AND bucket>?)")), "{plan:?}");
+        let plan = |src: Source| -> String {
+            let (clause, _) = f.clause_on(src.time());
+            let sql = format!("EXPLAIN QUERY PLAN SELECT COUNT(*) FROM {} u {clause}", src.table());
+            let mut stmt = conn.prepare(&sql).unwrap();
+            let rows = stmt.query_map([1, 0], |r| r.get::<_, String>(3)).unwrap();
+            rows.map(Result::unwrap).collect::<Vec<_>>().join("; ")
+        };
+        assert!(plan(Source::Rows).contains("usage_user_time"), "{}", plan(Source::Rows));
+        assert!(plan(Source::Rollup).contains("PRIMARY KEY (user_id=? AND bucket>?)"), "{}", plan(Source::Rollup));
     }
 }
