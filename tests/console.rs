@@ -761,6 +761,9 @@ async fn pages_show_the_users_own_data() {
     assert_eq!(s, 200, "{body}");
     let models = b.get("/console/models").await;
     assert!(!models.body.contains("<code>gpt-4o</code>") && models.body.contains("not on your plan"));
+    // Each key's spend, today and in all.
+    let keys = b.get("/console/keys").await;
+    assert_eq!(keys.body.matches("<td class=\"num\">0.00077</td>").count(), 2, "today and total");
     let billing = b.get("/console/billing").await;
     assert!(billing.body.contains("Online payment is not set up"));
 }

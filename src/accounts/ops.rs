@@ -82,10 +82,16 @@ impl Ops<'_> {
         })
     }
 
+    /// Sets a console password and ends every console session of the user
+    /// (whoever knew the old password is signed out).
     pub fn set_password(&self, email: &str, password: &str) -> Result<(), StoreError> {
         let hash = password::hash(password)?;
         let u = self.user(email)?;
-        self.change("user.password", &u.email, |c| Ok((sql::set_password(c, u.id, &hash)?, json!({}))))
+        self.change("user.password", &u.email, |c| {
+            sql::set_password(c, u.id, &hash)?;
+            let ended = sessions::delete_for_user(c, u.id, None)?;
+            Ok(((), json!({"sessions_ended": ended})))
+        })
     }
 
     pub fn set_banned(&self, email: &str, banned: bool) -> Result<UserRow, StoreError> {

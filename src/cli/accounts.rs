@@ -27,6 +27,16 @@ pub enum UsersCommand {
     Ban { email: String },
     /// Lift a ban.
     Unban { email: String },
+    /// Set a user's console password (read from stdin) and sign them out of
+    /// every browser: for a user who forgot theirs.
+    Password { email: String },
+}
+
+/// One line of stdin, without its line ending.
+fn read_password() -> Result<String, String> {
+    let mut line = String::new();
+    std::io::stdin().read_line(&mut line).map_err(|e| e.to_string())?;
+    Ok(line.trim_end_matches(['\r', '\n']).to_string())
 }
 
 #[derive(Subcommand, Debug)]
@@ -149,13 +159,7 @@ pub fn users(cfg: &Config, cmd: UsersCommand) -> Result<(), String> {
     let ops = Ops { conn: &conn, cfg, actor: &actor };
     match cmd {
         UsersCommand::Add { email, password_stdin } => {
-            let password = if password_stdin {
-                let mut line = String::new();
-                std::io::stdin().read_line(&mut line).map_err(|e| e.to_string())?;
-                Some(line.trim_end_matches(['\r', '\n']).to_string())
-            } else {
-                None
-            };
+            let password = if password_stdin { Some(read_password()?) } else { None };
             let u = ops.add_user(&email, password.as_deref()).map_err(|e| e.to_string())?;
             println!("created user {} (id {})", u.email, u.id);
         }
@@ -187,6 +191,11 @@ pub fn users(cfg: &Config, cmd: UsersCommand) -> Result<(), String> {
         UsersCommand::Unban { email } => {
             let u = ops.set_banned(&email, false).map_err(|e| e.to_string())?;
             println!("user {} unbanned", u.email);
+        }
+        UsersCommand::Password { email } => {
+            let password = read_password()?;
+            ops.set_password(&email, &password).map_err(|e| e.to_string())?;
+            println!("password of {email} set; their console sessions ended");
         }
     }
     Ok(())

@@ -282,6 +282,9 @@ pub struct Text {
     pub password_changed: &'static str,
     pub sessions_title: &'static str,
     pub sessions_hint: &'static str,
+    pub first_token: &'static str,
+    pub cost_total: &'static str,
+    pub cost_today: &'static str,
 }
 
 pub static EN: Text = Text {
@@ -485,6 +488,9 @@ pub static EN: Text = Text {
     password_changed: "Your password is changed. Every other browser was signed out.",
     sessions_title: "Sessions",
     sessions_hint: "Signing out everywhere ends the sessions of every browser, this one included.",
+    first_token: "First token after",
+    cost_total: "Total",
+    cost_today: "Today",
 };
 
 pub static ZH: Text = Text {
@@ -688,6 +694,9 @@ pub static ZH: Text = Text {
     password_changed: "密码已修改，其他设备已退出登录。",
     sessions_title: "登录状态",
     sessions_hint: "退出所有设备会结束所有浏览器上的登录，包括当前这个。",
+    first_token: "首 token 耗时",
+    cost_total: "累计费用",
+    cost_today: "今日费用",
 };
 
 #[cfg(test)]

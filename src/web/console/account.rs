@@ -76,7 +76,7 @@ pub(super) async fn change_password(env: &Env<'_>, viewer: &Viewer) -> Response 
     }
     let result = {
         let _permit = env.site.hashing.acquire().await;
-        let (cfg, user_id, session_id) = (env.app.config.clone(), viewer.user_id, viewer.session_id);
+        let (cfg, user_id) = (env.app.config.clone(), viewer.user_id);
         let (current, new) = (current.to_string(), new.to_string());
         env.app
             .db
@@ -85,8 +85,9 @@ pub(super) async fn change_password(env: &Env<'_>, viewer: &Viewer) -> Response 
                 if !password::verify(login.password_hash.as_deref(), &current) {
                     return Ok::<_, StoreError>(Change::WrongCurrent);
                 }
+                // This ends every session, this one too: `rotate` gives this
+                // browser a new one.
                 Ops { conn: c, cfg: &cfg, actor: "console" }.set_password(&login.email, &new)?;
-                sql::delete_for_user(c, user_id, Some(session_id))?;
                 Ok(Change::Done)
             })
             .await
@@ -98,12 +99,12 @@ pub(super) async fn change_password(env: &Env<'_>, viewer: &Viewer) -> Response 
     }
 }
 
-/// Replaces this browser's session after a password change: the old token
-/// (which a thief might hold) stops working too.
+/// Gives this browser a new session after a password change ended all of
+/// them: the old token (which a thief might hold) stays dead.
 async fn rotate(env: &Env<'_>, viewer: &Viewer) -> Response {
     let token = session::new_token();
     let hash = session::token_hash(&token);
-    let (old, uid, now) = (viewer.session_id, viewer.user_id, env.now());
+    let (uid, now) = (viewer.user_id, env.now());
     let max_age = env.console().session_max_age.as_millis() as i64;
     let ip = env.req.client_ip.map(|i| i.to_string());
     let ua = env.req.header("user-agent").map(str::to_string);
@@ -111,7 +112,6 @@ async fn rotate(env: &Env<'_>, viewer: &Viewer) -> Response {
         .app
         .db
         .run(move |c| {
-            sql::delete(c, old)?;
             let origin = sql::Origin { ip: ip.as_deref(), user_agent: ua.as_deref() };
             sql::create(c, &hash, uid, now, now + max_age, &origin)
         })

@@ -6,6 +6,7 @@ use super::dashboard::{allowed_models, live};
 use super::{csrf_field, frame, once_field, server_error, Viewer};
 use crate::accounts::ops::{KeyError, KeySpec, Ops};
 use crate::store::accounts::{self as sql, KeyRow};
+use crate::store::usage::{self, GroupBy, UsageFilter, UsageLine};
 use crate::store::StoreError;
 use crate::web::ccswitch::{self, DeepLink};
 use crate::web::docs::ExampleModels;
@@ -40,8 +41,20 @@ async fn render(
 ) -> Response {
     let t = env.t;
     let user_id = viewer.user_id;
-    let keys = match env.app.db.run(move |c| sql::list_keys(c, Some(user_id))).await {
-        Ok(k) => k.into_iter().filter(|k| k.deleted_at.is_none()).collect::<Vec<_>>(),
+    let today = env.app.billing.days().start_of_day(env.now());
+    let listed = env
+        .app
+        .db
+        .run(move |c| {
+            let keys = sql::list_keys(c, Some(user_id))?;
+            let mine = UsageFilter { user_id: Some(user_id), ..Default::default() };
+            let total = usage::report(c, &mine, GroupBy::Key, 0)?;
+            let today = usage::report(c, &UsageFilter { since_ms: Some(today), ..mine }, GroupBy::Key, 0)?;
+            Ok::<_, StoreError>((keys, Spend::of(&today), Spend::of(&total)))
+        })
+        .await;
+    let (keys, today, total) = match listed {
+        Ok((k, today, total)) => (k.into_iter().filter(|k| k.deleted_at.is_none()).collect::<Vec<_>>(), today, total),
         Err(e) => return server_error(env, &e),
     };
     let live = live(env, viewer);
@@ -70,7 +83,7 @@ async fn render(
         @if keys.is_empty() {
             p.muted { (t.no_keys) }
         } @else {
-            (key_table(env, viewer, &keys))
+            (key_table(env, viewer, &keys, &today, &total))
         }
     };
     Response::html(status, frame(env, viewer, t.console_keys, content))
@@ -146,7 +159,19 @@ fn created_panel(env: &Env, c: &Created, allowed: &[&crate::config::ModelConfig]
     }
 }
 
-fn key_table(env: &Env, viewer: &Viewer, keys: &[KeyRow]) -> Markup {
+/// Credits spent per key (by its display prefix).
+struct Spend(std::collections::HashMap<String, i64>);
+
+impl Spend {
+    fn of(lines: &[UsageLine]) -> Spend {
+        Spend(lines.iter().map(|l| (l.group.clone(), l.cost)).collect())
+    }
+    fn get(&self, k: &KeyRow) -> i64 {
+        self.0.get(&k.prefix()).copied().unwrap_or(0)
+    }
+}
+
+fn key_table(env: &Env, viewer: &Viewer, keys: &[KeyRow], today: &Spend, total: &Spend) -> Markup {
     let t = env.t;
     let tz = env.app.config.billing.utc_offset_secs;
     let now = env.now();
@@ -154,7 +179,8 @@ fn key_table(env: &Env, viewer: &Viewer, keys: &[KeyRow]) -> Markup {
         div.table-wrap { table.keys {
             thead { tr {
                 th { (t.key_name) } th { (t.key_word) } th { (t.col_status) } th { (t.created) }
-                th { (t.last_used) } th { (t.expires) } th { (t.models_word) } th { }
+                th { (t.last_used) } th { (t.expires) } th { (t.models_word) }
+                th.num { (t.cost_today) } th.num { (t.cost_total) } th { }
             } }
             tbody {
                 @for k in keys {
@@ -171,6 +197,8 @@ fn key_table(env: &Env, viewer: &Viewer, keys: &[KeyRow]) -> Markup {
                         td.nowrap { (k.last_used_at.map(|l| format::time(l, tz)).unwrap_or_else(|| t.never_used.to_string())) }
                         td.nowrap { (k.expires_at.map(|e| format::date(e, tz)).unwrap_or_else(|| t.never.to_string())) }
                         td { @match &k.allowed_models { Some(m) => { span.mono { (m.join(", ")) } } None => { span.muted { (t.all_models) } } } }
+                        td.num { (format::credits(today.get(k))) }
+                        td.num { (format::credits(total.get(k))) }
                         td { div.actions {
                             @let (action, label) = if k.status == "active" { ("disable", t.disable) } else { ("enable", t.enable) };
                             form.inline method="post" action=(format!("/console/keys/{}/{action}", k.id)) {

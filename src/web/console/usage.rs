@@ -330,7 +330,9 @@ pub(crate) fn requests_table(t: &Text, rows: &[UsageRow], tz: i32) -> Markup {
                         td.num { (format::count(r.cache_write_tokens)) }
                         td.num title=(format!("{} {}", t.reasoning, r.reasoning_tokens)) { (format::count(r.output_tokens)) }
                         td.num { (format::credits(r.cost)) @if r.estimated { "*" } }
-                        td.num { (format::duration_ms(r.latency_ms)) }
+                        td.num title=[r.ttfb_ms.map(|f| format!("{} {}", t.first_token, format::duration_ms(f)))] {
+                            (format::duration_ms(r.latency_ms))
+                        }
                     }
                 }
             }
