@@ -224,6 +224,15 @@ async fn public_url_is_what_the_docs_and_links_show() {
     let p = b.get("/console/sign-in").await;
     let c = p.headers["set-cookie"].to_str().unwrap();
     assert!(c.contains("Secure") && c.contains("HttpOnly") && c.contains("SameSite=Lax"), "{c}");
+    // Behind a proxy that rewrites Host, a post from the public address is
+    // not taken for a cross-site one (it then fails only for want of the
+    // Secure cookie, which this plain-HTTP client does not send back).
+    let from =
+        |origin: &'static str| b.http.post(gw.url("/console/sign-in")).header("origin", origin).form(&[("x", "y")]);
+    let ours = b.send(from("https://relay.example.com")).await;
+    assert!(ours.status == 403 && ours.body.contains("This form has expired"), "{}", ours.body);
+    let theirs = b.send(from("https://evil.example")).await;
+    assert!(theirs.status == 403 && theirs.body.contains("Requests from other sites are refused"));
 }
 
 #[tokio::test]

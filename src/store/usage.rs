@@ -182,21 +182,22 @@ struct Totals {
 }
 
 /// A batch's additions to `usage_rollup`, gathered while its usage rows are
-/// inserted and written in the same transaction.
+/// inserted and written in the same transaction. Borrows the batch's names:
+/// the writer thread allocates nothing per record for it.
 #[derive(Debug, Default)]
-pub struct Rollup {
-    rows: HashMap<(i64, i64, i64, String, String), Totals>,
+pub struct Rollup<'a> {
+    rows: HashMap<(i64, i64, i64, &'a str, &'a str), Totals>,
 }
 
-impl Rollup {
-    pub fn add(&mut self, u: &UsageRecord) {
+impl<'a> Rollup<'a> {
+    pub fn add(&mut self, u: &'a UsageRecord) {
         let bucket = u.created_at - u.created_at.rem_euclid(BUCKET_MS);
         let key = (
             u.user_id.unwrap_or(0),
             bucket,
             u.key_id.unwrap_or(0),
-            u.model.clone().unwrap_or_default(),
-            u.channel.clone().unwrap_or_default(),
+            u.model.as_deref().unwrap_or(""),
+            u.channel.as_deref().unwrap_or(""),
         );
         let t = self.rows.entry(key).or_default();
         t.requests += 1;
@@ -361,8 +362,7 @@ mod tests {
             rusqlite::params![id, at, user, model, cost],
         )
         .unwrap();
-        let mut r = Rollup::default();
-        r.add(&UsageRecord {
+        let record = UsageRecord {
             created_at: at,
             user_id: Some(user),
             key_id: Some(1),
@@ -370,7 +370,9 @@ mod tests {
             output_tokens: 10,
             cost,
             ..Default::default()
-        });
+        };
+        let mut r = Rollup::default();
+        r.add(&record);
         r.write(conn).unwrap();
     }
 

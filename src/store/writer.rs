@@ -285,7 +285,11 @@ fn commit(conn: &Connection, ops: &[WriteOp]) -> Result<(), StoreError> {
 
 /// Inserts a usage row and counts it in the batch's rollup (a row already
 /// there, same request id, is neither inserted nor counted twice).
-fn insert_usage(conn: &Connection, u: &UsageRecord, rollup: &mut super::usage::Rollup) -> Result<(), StoreError> {
+fn insert_usage<'a>(
+    conn: &Connection,
+    u: &'a UsageRecord,
+    rollup: &mut super::usage::Rollup<'a>,
+) -> Result<(), StoreError> {
     let mut stmt = conn
         .prepare_cached(
             "INSERT OR IGNORE INTO usage(request_id, created_at, key_id, user_id, endpoint, model, channel,

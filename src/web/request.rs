@@ -60,24 +60,24 @@ impl Request {
     }
 
     /// Whether the request looks like a cross-site form post: a browser says so
-    /// in `Sec-Fetch-Site`, or sends an `Origin` whose host differs from ours.
-    /// Requests without either header (curl, old browsers) are left to the
-    /// synchronizer token, which they cannot have without a session.
-    pub fn cross_site(&self) -> bool {
+    /// in `Sec-Fetch-Site`, or sends an `Origin` whose host is neither the
+    /// request's `Host` nor `public_host` (the configured public address: a
+    /// reverse proxy in front may rewrite `Host`). Requests without either
+    /// header (curl, old browsers) are left to the synchronizer token, which
+    /// they cannot have without a session.
+    pub fn cross_site(&self, public_host: Option<&str>) -> bool {
         if self.header("sec-fetch-site").is_some_and(|s| s.eq_ignore_ascii_case("cross-site")) {
             return true;
         }
-        match (self.header("origin"), self.header("host")) {
-            (Some("null"), _) => true,
-            (Some(origin), Some(host)) => origin_host(origin).is_none_or(|h| !h.eq_ignore_ascii_case(host)),
-            (Some(_), None) => true,
-            (None, _) => false,
-        }
+        let Some(origin) = self.header("origin") else { return false };
+        let Some(from) = origin_host(origin) else { return true };
+        let ours = [self.header("host"), public_host];
+        !ours.iter().flatten().any(|h| h.eq_ignore_ascii_case(from))
     }
 }
 
-/// `host[:port]` of an `Origin` value (`https://example.com:8443`).
-fn origin_host(origin: &str) -> Option<&str> {
+/// `host[:port]` of an `Origin` or site URL (`https://example.com:8443`).
+pub fn origin_host(origin: &str) -> Option<&str> {
     let rest = origin.split_once("://")?.1;
     Some(rest.split('/').next().unwrap_or(rest))
 }
@@ -151,15 +151,19 @@ mod tests {
 
     #[test]
     fn cross_site_detection() {
-        let same =
-            test_request(Method::POST, "/", &[("origin", "http://127.0.0.1:8080"), ("host", "127.0.0.1:8080")], "");
-        assert!(!same.cross_site());
-        let other =
-            test_request(Method::POST, "/", &[("origin", "https://evil.example"), ("host", "relay.example")], "");
-        assert!(other.cross_site());
-        let fetch = test_request(Method::POST, "/", &[("sec-fetch-site", "cross-site")], "");
-        assert!(fetch.cross_site());
-        assert!(test_request(Method::POST, "/", &[("origin", "null")], "").cross_site());
-        assert!(!test_request(Method::POST, "/", &[("sec-fetch-site", "same-origin")], "").cross_site());
+        let post = |headers: &[(&str, &str)]| test_request(Method::POST, "/", headers, "");
+        let same = post(&[("origin", "http://127.0.0.1:8080"), ("host", "127.0.0.1:8080")]);
+        assert!(!same.cross_site(None));
+        let other = post(&[("origin", "https://evil.example"), ("host", "relay.example")]);
+        assert!(other.cross_site(None));
+        assert!(other.cross_site(Some("relay.example")));
+        // Behind a proxy that rewrites Host, the public address is ours.
+        let proxied = post(&[("origin", "https://relay.example"), ("host", "10.0.0.5:8080")]);
+        assert!(proxied.cross_site(None));
+        assert!(!proxied.cross_site(Some("relay.example")));
+        assert!(post(&[("sec-fetch-site", "cross-site")]).cross_site(None));
+        assert!(post(&[("origin", "null")]).cross_site(None));
+        assert!(!post(&[("sec-fetch-site", "same-origin")]).cross_site(None));
+        assert!(!post(&[]).cross_site(None), "no browser headers: left to the CSRF token");
     }
 }

@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 /// The content security policy of every website response: only our own
 /// scripts, styles and images, no inline code, no framing, forms post only
 /// to us.
-pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; \
+pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
      connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
 pub enum Body {

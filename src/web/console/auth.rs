@@ -31,7 +31,12 @@ fn anon_cookie(env: &Env) -> (String, bool) {
 /// Where to go after signing in: a console path of ours, nothing else.
 fn safe_next(next: Option<&str>) -> String {
     match next {
-        Some(n) if n.starts_with("/console/") && !n.contains("//") && !n.contains('\\') && n.is_ascii() => {
+        Some(n)
+            if n.starts_with("/console/")
+                && !n.contains("//")
+                && !n.contains('\\')
+                && n.bytes().all(|b| b.is_ascii_graphic()) =>
+        {
             n.to_string()
         }
         _ => "/console/dashboard".to_string(),
@@ -317,5 +322,7 @@ mod tests {
         assert_eq!(safe_next(Some("/console//evil.example")), "/console/dashboard");
         assert_eq!(safe_next(Some("/console/\\evil")), "/console/dashboard");
         assert_eq!(safe_next(None), "/console/dashboard");
+        assert_eq!(safe_next(Some("/console/x\r\nSet-Cookie: a=b")), "/console/dashboard");
+        assert_eq!(safe_next(Some("/console/usage?from=2026-11-01")), "/console/usage?from=2026-11-01");
     }
 }

@@ -42,7 +42,8 @@ pub(super) async fn route(env: &Env<'_>) -> Response {
     if !post && !matches!(req.method, Method::GET | Method::HEAD) {
         return Response::text(405, env.t.method_not_allowed).header("allow", "GET, HEAD, POST");
     }
-    if post && req.cross_site() {
+    let public_host = env.console().public_url.as_deref().and_then(super::request::origin_host);
+    if post && req.cross_site(public_host) {
         return forbidden(env, env.t.cross_site);
     }
     // Pages for visitors.
@@ -63,7 +64,7 @@ pub(super) async fn route(env: &Env<'_>) -> Response {
     }
     let segments: Vec<&str> = sub.split('/').filter(|s| !s.is_empty()).collect();
     match (post, segments.as_slice()) {
-        (false, [] | ["dashboard"]) if sub.is_empty() || sub == "/" => Response::redirect("/console/dashboard"),
+        (false, []) => Response::redirect("/console/dashboard"),
         (false, ["dashboard"]) => dashboard::page(env, &viewer).await,
         (false, ["keys"]) => keys::page(env, &viewer).await,
         (true, ["keys"]) => keys::create(env, &viewer).await,
