@@ -20,6 +20,10 @@ pub enum App {
 impl App {
     pub const ALL: [App; 4] = [App::Codex, App::Claude, App::OpenCode, App::OpenClaw];
 
+    pub fn from_param(p: &str) -> Option<App> {
+        App::ALL.into_iter().find(|a| a.param() == p)
+    }
+
     pub fn param(self) -> &'static str {
         match self {
             App::Codex => "codex",
@@ -62,7 +66,15 @@ const USAGE_INTERVAL_MINUTES: u32 = 30;
 
 impl DeepLink<'_> {
     pub fn url(&self) -> String {
-        let script = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(usage_script());
+        self.with_script(&base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(usage_script()))
+    }
+
+    /// The link as the docs show it: the 1.5 KB of Base64 script elided.
+    pub fn shown(&self) -> String {
+        self.with_script("SCRIPT").replace("usageScript=SCRIPT", "usageScript=…")
+    }
+
+    fn with_script(&self, script: &str) -> String {
         let interval = USAGE_INTERVAL_MINUTES.to_string();
         let query = form_urlencoded::Serializer::new(String::new())
             .append_pair("resource", "provider")
@@ -74,7 +86,7 @@ impl DeepLink<'_> {
             .append_pair("homepage", &self.urls.root)
             .append_pair("enabled", "true")
             .append_pair("usageEnabled", "true")
-            .append_pair("usageScript", &script)
+            .append_pair("usageScript", script)
             .append_pair("usageAutoInterval", &interval)
             .finish();
         format!("ccswitch://v1/import?{query}")
@@ -144,5 +156,8 @@ mod tests {
         assert_eq!(String::from_utf8(decoded).unwrap(), usage_script());
         // Raw link: no characters a URL parser would mangle.
         assert!(!link(App::Codex).contains(' '));
+        let shown = DeepLink { app: App::Codex, site: "s", urls: &urls, key: "k", model: "m" }.shown();
+        assert!(shown.ends_with("&usageScript=…&usageAutoInterval=30"), "{shown}");
+        assert_eq!(App::from_param("openclaw"), Some(App::OpenClaw));
     }
 }

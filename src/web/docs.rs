@@ -162,18 +162,26 @@ impl<'a> Vars<'a> {
             "base_urls" => layout::base_urls(p.t, p.urls).into_string(),
             "models" => price_table(p.t, &self.models).into_string(),
             "usage_script" => escape(&ccswitch::usage_script()),
-            "example_link" => {
-                let link = ccswitch::DeepLink {
-                    app: ccswitch::App::Claude,
-                    site: p.site,
-                    urls: p.urls,
-                    key: "codex_YOUR_KEY",
-                    model: &self.examples.claude,
-                };
-                escape(&link.url())
-            }
-            _ => return None,
+            "example_link" => self.link(ccswitch::App::Claude),
+            _ => match name.strip_prefix("link_").and_then(ccswitch::App::from_param) {
+                Some(app) => self.link(app),
+                None => return None,
+            },
         })
+    }
+}
+
+impl Vars<'_> {
+    /// An import link as the docs show it, with a placeholder key.
+    fn link(&self, app: ccswitch::App) -> String {
+        let e = &self.examples;
+        let model = match app {
+            ccswitch::App::Claude => &e.claude,
+            ccswitch::App::Codex => &e.codex,
+            _ => &e.chat,
+        };
+        let link = ccswitch::DeepLink { app, site: self.p.site, urls: self.p.urls, key: "codex_YOUR_KEY", model };
+        escape(&link.shown())
     }
 }
 
