@@ -33,6 +33,8 @@ pub struct App {
     pub db: Arc<Pool>,
     /// The docs and console, when `console.enabled`.
     pub site: Option<Site>,
+    /// The payment providers, when credits can be bought online.
+    pub payments: Option<crate::payments::Payments>,
     inflight: AtomicUsize,
 }
 
@@ -51,6 +53,7 @@ impl App {
         let signer = Arc::new(Signer::load_or_create(&config.data_dir)?);
         let site = if config.console.enabled { Some(Site::new(&config)?) } else { None };
         let db = Pool::new(config.database.clone());
+        let payments = crate::payments::Payments::from_config(&config.payments);
         Ok(App {
             config,
             accounts,
@@ -64,6 +67,7 @@ impl App {
             ids: Arc::new(RandomIds),
             db,
             site,
+            payments,
             inflight: AtomicUsize::new(0),
         })
     }

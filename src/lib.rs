@@ -13,6 +13,7 @@
 //! - `access_log`, `usage`, `sse`: logging, token accounting, SSE framing;
 //! - `server`, `listen`, `shutdown`: process wiring;
 //! - `web`: the website beside `/v1`: public docs and the user console;
+//! - `payments`: orders and the payment providers (Stripe, EPay);
 //! - `fake_upstream`: the scriptable fake OpenAI/Anthropic server;
 //! - `cli`: the command line.
 
@@ -31,6 +32,7 @@ pub mod error;
 pub mod fake_upstream;
 pub mod limits;
 pub mod listen;
+pub mod payments;
 pub mod proxy;
 pub mod server;
 pub mod shutdown;

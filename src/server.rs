@@ -194,6 +194,9 @@ pub fn serve(cfg: Config, opts: ServeOptions) -> Result<(), ServeError> {
         server.add_service(background_service("health-check", hc));
     }
     server.add_service(background_service("log-reopen", LogReopener(app.clone())));
+    if app.payments.is_some() {
+        server.add_service(background_service("order-expiry", OrderExpiry(app.clone())));
+    }
     if let Some((listener, _)) = demo_listener {
         server.add_service(background_service("demo-upstream", DemoUpstream(Mutex::new(Some(listener)))));
     }
@@ -235,6 +238,26 @@ where
             if let Err(e) = f() {
                 log::error!("background task failed to start: {e}; exiting");
                 std::process::exit(1);
+            }
+        }
+    }
+}
+
+/// Expires unpaid orders whose time is up, every minute.
+struct OrderExpiry(Arc<App>);
+
+#[async_trait]
+impl BackgroundService for OrderExpiry {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let mut tick = tokio::time::interval(Duration::from_secs(60));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => match crate::payments::expire_due(&self.0).await {
+                    Ok(0) => {}
+                    Ok(n) => log::info!("{n} unpaid order(s) expired"),
+                    Err(e) => log::error!("expiring orders failed: {e}"),
+                },
+                _ = shutdown.changed() => return,
             }
         }
     }

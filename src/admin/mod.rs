@@ -85,6 +85,9 @@ fn json_response(status: StatusCode, v: &Value) -> Response<Vec<u8>> {
 
 /// A parsed admin request.
 pub struct Req {
+    /// Who acts, for the audit trail: `admin-api` for a bearer token, the
+    /// operator console's signed-in operator otherwise.
+    pub actor: String,
     pub method: String,
     pub segments: Vec<String>,
     pub query: Vec<(String, String)>,
@@ -170,7 +173,7 @@ impl ServeHttp for Admin {
                 Err(e) => return json_response(StatusCode::BAD_REQUEST, &json!({"error": e.to_string()})),
             }
         }
-        let req = Req { method, segments, query, body: Bytes::from(body) };
+        let req = Req { actor: "admin-api".into(), method, segments, query, body: Bytes::from(body) };
         match routes::route(&self.app, req).await {
             Ok(Reply::Json(status, v)) => json_response(status, &v),
             Ok(Reply::Text(t)) => respond(StatusCode::OK, "text/plain; charset=utf-8", t.into_bytes()),

@@ -16,8 +16,6 @@ use rusqlite::Connection;
 use serde_json::{json, Value};
 use std::sync::Arc;
 
-const ACTOR: &str = "admin-api";
-
 fn bad(msg: impl Into<String>) -> AdminError {
     AdminError(StatusCode::BAD_REQUEST, msg.into())
 }
@@ -29,12 +27,13 @@ fn ok(v: Value) -> AdminResult {
 /// Runs `f` with a pooled connection on the blocking pool.
 async fn with_db<T: Send + 'static>(
     app: &Arc<App>,
+    actor: &str,
     f: impl FnOnce(&Connection, &Ops) -> Result<T, AdminError> + Send + 'static,
 ) -> Result<T, AdminError> {
-    let cfg = app.config.clone();
+    let (cfg, actor) = (app.config.clone(), actor.to_string());
     app.db
         .run(move |conn| {
-            let ops = Ops { conn, cfg: &cfg, actor: ACTOR };
+            let ops = Ops { conn, cfg: &cfg, actor: &actor };
             f(conn, &ops)
         })
         .await
@@ -43,9 +42,10 @@ async fn with_db<T: Send + 'static>(
 /// A write: runs it, then waits until the gateway has loaded it.
 async fn change<T: Send + 'static>(
     app: &Arc<App>,
+    actor: &str,
     f: impl FnOnce(&Connection, &Ops) -> Result<T, AdminError> + Send + 'static,
 ) -> Result<T, AdminError> {
-    let out = with_db(app, f).await?;
+    let out = with_db(app, actor, f).await?;
     app.writer.flush().await;
     Ok(out)
 }
@@ -107,6 +107,26 @@ fn user_summary(app: &App, conn: &Connection, u: &sql::UserRow) -> Result<Value,
     }))
 }
 
+/// An order as the admin API shows it.
+pub fn order_json(o: &crate::store::orders::OrderRow) -> Value {
+    json!({
+        "id": o.id, "user": o.email, "provider": o.provider, "method": o.method, "status": o.status,
+        "amount": crate::config::units::format_money(o.amount, &o.currency), "currency": o.currency,
+        "credits": format_credits(o.credits), "plan": o.plan_id, "package": o.package,
+        "provider_ref": o.provider_ref, "ledger_id": o.ledger_id, "note": o.note,
+        "created_at": when(Some(o.created_at)), "expires_at": when(Some(o.expires_at)), "paid_at": when(o.paid_at),
+    })
+}
+
+fn order_error(e: crate::payments::orders::OrderError) -> AdminError {
+    use crate::payments::orders::OrderError;
+    match e {
+        OrderError::NotFound(_) => AdminError(StatusCode::NOT_FOUND, e.to_string()),
+        OrderError::WrongState { .. } => AdminError(StatusCode::CONFLICT, e.to_string()),
+        OrderError::Store(s) => s.into(),
+    }
+}
+
 /// A channel's configuration and live state.
 pub fn channel_json(c: &crate::channels::Channel) -> Value {
     let now = store::now_ms();
@@ -141,7 +161,7 @@ pub async fn route(app: &Arc<App>, req: Req) -> AdminResult {
     match (req.method.as_str(), seg.as_slice()) {
         ("GET", ["admin", "users"]) => {
             let app2 = app.clone();
-            let users = with_db(app, move |c, _| {
+            let users = with_db(app, &req.actor, move |c, _| {
                 Ok(sql::list_users(c)?.iter().map(|u| user_summary(&app2, c, u)).collect::<Result<Vec<_>, _>>()?)
             })
             .await?;
@@ -153,7 +173,7 @@ pub async fn route(app: &Arc<App>, req: Req) -> AdminResult {
             let password = body.get("password").and_then(Value::as_str).map(str::to_string);
             let credits = body.get("credits").map(|_| amount(&body, "credits")).transpose()?;
             let app2 = app.clone();
-            let v = change(app, move |c, ops| {
+            let v = change(app, &req.actor, move |c, ops| {
                 let u = ops.add_user(&email, password.as_deref())?;
                 if let Some(a) = credits.filter(|a| *a != 0) {
                     ops.add_credits(&email, a, "initial credits")?;
@@ -165,7 +185,7 @@ pub async fn route(app: &Arc<App>, req: Req) -> AdminResult {
         }
         ("GET", ["admin", "users", email]) => {
             let (email, app2) = (email.to_string(), app.clone());
-            let v = with_db(app, move |c, ops| {
+            let v = with_db(app, &req.actor, move |c, ops| {
                 let u = ops.user(&email)?;
                 let mut v = user_summary(&app2, c, &u)?;
                 v["keys"] = sql::list_keys(c, Some(u.id))?.iter().map(key_json).collect();
@@ -176,7 +196,7 @@ pub async fn route(app: &Arc<App>, req: Req) -> AdminResult {
         }
         ("POST", ["admin", "users", email, action @ ("ban" | "unban")]) => {
             let (email, banned) = (email.to_string(), *action == "ban");
-            let u = change(app, move |_, ops| Ok(ops.set_banned(&email, banned)?)).await?;
+            let u = change(app, &req.actor, move |_, ops| Ok(ops.set_banned(&email, banned)?)).await?;
             ok(json!({"email": u.email, "status": u.status}))
         }
         ("POST", ["admin", "users", email, "keys"]) => {
@@ -186,32 +206,34 @@ pub async fn route(app: &Arc<App>, req: Req) -> AdminResult {
             let models = optional_models(&body)?;
             let email = email.to_string();
             let (row, key) =
-                change(app, move |_, ops| Ok(ops.create_key(&email, &name, expires, models.as_deref())?)).await?;
+                change(app, &req.actor, move |_, ops| Ok(ops.create_key(&email, &name, expires, models.as_deref())?))
+                    .await?;
             let mut v = key_json(&row);
             v["key"] = json!(key);
             Ok(Reply::Json(StatusCode::CREATED, v))
         }
         ("GET", ["admin", "users", email, "keys"]) => {
             let email = email.to_string();
-            let keys = with_db(app, move |c, ops| Ok(sql::list_keys(c, Some(ops.user(&email)?.id))?)).await?;
+            let keys =
+                with_db(app, &req.actor, move |c, ops| Ok(sql::list_keys(c, Some(ops.user(&email)?.id))?)).await?;
             ok(json!({"keys": keys.iter().map(key_json).collect::<Vec<_>>()}))
         }
         ("POST", ["admin", "keys", id, action @ ("disable" | "enable")]) => {
             let id: i64 = id.parse().map_err(|_| bad("key id must be a number"))?;
             let active = *action == "enable";
-            let k = change(app, move |_, ops| Ok(ops.set_key_active(id, active)?)).await?;
+            let k = change(app, &req.actor, move |_, ops| Ok(ops.set_key_active(id, active)?)).await?;
             ok(key_json(&k))
         }
         ("PUT", ["admin", "keys", id, "expiry"]) => {
             let id: i64 = id.parse().map_err(|_| bad("key id must be a number"))?;
             let at = optional_time(&req.json()?, "expires_at", tz)?;
-            let k = change(app, move |_, ops| Ok(ops.set_key_expiry(id, at)?)).await?;
+            let k = change(app, &req.actor, move |_, ops| Ok(ops.set_key_expiry(id, at)?)).await?;
             ok(key_json(&k))
         }
         ("PUT", ["admin", "keys", id, "models"]) => {
             let id: i64 = id.parse().map_err(|_| bad("key id must be a number"))?;
             let models = optional_models(&req.json()?)?;
-            let k = change(app, move |_, ops| Ok(ops.set_key_models(id, models.as_deref())?)).await?;
+            let k = change(app, &req.actor, move |_, ops| Ok(ops.set_key_models(id, models.as_deref())?)).await?;
             ok(key_json(&k))
         }
         ("POST", ["admin", "users", email, "credits"]) => {
@@ -219,25 +241,25 @@ pub async fn route(app: &Arc<App>, req: Req) -> AdminResult {
             let a = amount(&body, "amount")?;
             let reason = body.get("reason").and_then(Value::as_str).unwrap_or("admin adjustment").to_string();
             let email = email.to_string();
-            let balance = change(app, move |_, ops| Ok(ops.add_credits(&email, a, &reason)?)).await?;
+            let balance = change(app, &req.actor, move |_, ops| Ok(ops.add_credits(&email, a, &reason)?)).await?;
             ok(json!({"amount": format_credits(a), "balance": format_credits(balance)}))
         }
         ("POST", ["admin", "users", email, "plan"]) => {
             let body = req.json()?;
             let plan = body.get("plan").and_then(Value::as_str).ok_or_else(|| bad("plan: required"))?.to_string();
             let email = email.to_string();
-            let s = change(app, move |_, ops| Ok(ops.assign_plan(&email, &plan)?)).await?;
+            let s = change(app, &req.actor, move |_, ops| Ok(ops.assign_plan(&email, &plan)?)).await?;
             ok(json!({"plan": s.plan_id, "starts_at": when(Some(s.starts_at)), "expires_at": when(Some(s.expires_at))}))
         }
         ("DELETE", ["admin", "users", email, "plan"]) => {
             let email = email.to_string();
-            let revoked = change(app, move |_, ops| Ok(ops.revoke_plan(&email)?)).await?;
+            let revoked = change(app, &req.actor, move |_, ops| Ok(ops.revoke_plan(&email)?)).await?;
             ok(json!({"revoked": revoked}))
         }
         ("GET", ["admin", "users", email, "ledger"]) => {
             let limit: i64 = req.query("limit").and_then(|l| l.parse().ok()).unwrap_or(100);
             let email = email.to_string();
-            let (rows, balance) = with_db(app, move |c, ops| {
+            let (rows, balance) = with_db(app, &req.actor, move |c, ops| {
                 let u = ops.user(&email)?;
                 Ok((billing::ledger_for_user(c, u.id, limit)?, billing::credit_balance(c, u.id)?))
             })
@@ -274,17 +296,18 @@ pub async fn route(app: &Arc<App>, req: Req) -> AdminResult {
             let count = body.get("count").and_then(Value::as_u64).unwrap_or(1) as u32;
             let uses = body.get("uses").and_then(Value::as_u64).unwrap_or(1) as u32;
             let expires = optional_time(&body, "expires_at", tz)?;
-            let codes = change(app, move |_, ops| Ok(ops.create_codes(&grant, count, uses, expires)?)).await?;
+            let codes =
+                change(app, &req.actor, move |_, ops| Ok(ops.create_codes(&grant, count, uses, expires)?)).await?;
             // Shown once, one per line.
             Ok(Reply::Text(codes.into_iter().map(|(_, c)| c + "\n").collect()))
         }
         ("GET", ["admin", "codes"]) => {
-            let codes = with_db(app, |c, _| Ok(billing::list_codes(c)?)).await?;
+            let codes = with_db(app, &req.actor, |c, _| Ok(billing::list_codes(c)?)).await?;
             ok(json!({"codes": codes}))
         }
         ("POST", ["admin", "codes", id, "disable"]) => {
             let id: i64 = id.parse().map_err(|_| bad("code id must be a number"))?;
-            let c = change(app, move |_, ops| Ok(ops.disable_code(id)?)).await?;
+            let c = change(app, &req.actor, move |_, ops| Ok(ops.disable_code(id)?)).await?;
             ok(json!(c))
         }
         ("GET", ["admin", "usage"]) => {
@@ -299,7 +322,7 @@ pub async fn route(app: &Arc<App>, req: Req) -> AdminResult {
             let (since_ms, until_ms) = (time("since")?, time("until")?);
             let key_id = req.query("key").map(|k| k.parse::<i64>().map_err(|_| bad("key: a key id"))).transpose()?;
             let (user, model) = (req.query("user").map(str::to_string), req.query("model").map(str::to_string));
-            let lines = with_db(app, move |c, ops| {
+            let lines = with_db(app, &req.actor, move |c, ops| {
                 let user_id = user.map(|e| ops.user(&e).map(|u| u.id)).transpose()?;
                 let filter = UsageFilter { user_id, key_id, model, since_ms, until_ms };
                 Ok(usage::report(c, &filter, group, tz)?)
@@ -333,12 +356,56 @@ pub async fn route(app: &Arc<App>, req: Req) -> AdminResult {
                 log::warn!("channel {} disabled by an operator", ch.name());
             }
             let (name, what) = (ch.name().to_string(), format!("channel.{action}"));
-            with_db(app, move |c, _| Ok(billing::audit(c, ACTOR, &what, &name, "{}")?)).await?;
+            with_db(app, &req.actor, move |c, ops| Ok(billing::audit(c, ops.actor, &what, &name, "{}")?)).await?;
             ok(channel_json(ch))
+        }
+        ("GET", ["admin", "orders"]) => {
+            let status = match req.query("status") {
+                None | Some("") => None,
+                Some(s) => Some(
+                    crate::store::orders::OrderStatus::parse(s)
+                        .ok_or_else(|| bad(format!("status: pending, paid, failed, expired or refunded, got {s:?}")))?,
+                ),
+            };
+            let limit: i64 = req.query("limit").and_then(|l| l.parse().ok()).unwrap_or(100);
+            let user = req.query("user").map(str::to_string);
+            let rows = with_db(app, &req.actor, move |c, ops| {
+                let user_id = user.map(|e| ops.user(&e).map(|u| u.id)).transpose()?;
+                let f = crate::store::orders::OrderFilter { user_id, status, limit, ..Default::default() };
+                Ok(crate::store::orders::list(c, &f)?)
+            })
+            .await?;
+            ok(json!({"orders": rows.iter().map(order_json).collect::<Vec<_>>()}))
+        }
+        ("GET", ["admin", "orders", id]) => {
+            let id = id.to_string();
+            let o = with_db(app, &req.actor, move |c, _| Ok(crate::store::orders::get(c, &id)?)).await?;
+            let o = o.ok_or_else(|| AdminError(StatusCode::NOT_FOUND, "no such order".into()))?;
+            ok(order_json(&o))
+        }
+        ("POST", ["admin", "orders", id, action @ ("refund" | "complete")]) => {
+            let body = req.json()?;
+            let reason = body.get("reason").and_then(Value::as_str).unwrap_or("").trim().to_string();
+            if reason.is_empty() {
+                return Err(bad("reason: required (it goes into the ledger and the audit trail)"));
+            }
+            let (id, refund, app2) = (id.to_string(), *action == "refund", app.clone());
+            let o = change(app, &req.actor, move |c, ops| {
+                let now = store::now_ms();
+                let done = if refund {
+                    crate::payments::orders::refund(c, &id, ops.actor, &reason, now)
+                } else {
+                    crate::payments::orders::complete(c, &app2.config, &id, ops.actor, &reason, now)
+                };
+                done.map_err(order_error)?;
+                Ok(crate::store::orders::get(c, &id)?)
+            })
+            .await?;
+            ok(o.as_ref().map(order_json).unwrap_or(Value::Null))
         }
         ("GET", ["admin", "audit"]) => {
             let limit: i64 = req.query("limit").and_then(|l| l.parse().ok()).unwrap_or(100);
-            let rows = with_db(app, move |c, _| Ok(billing::audit_log(c, limit)?)).await?;
+            let rows = with_db(app, &req.actor, move |c, _| Ok(billing::audit_log(c, limit)?)).await?;
             ok(json!({"entries": rows}))
         }
         _ => {

@@ -130,7 +130,7 @@ impl Channel {
             }
         }
         for (k, v) in &self.cfg.headers {
-            req.insert_header(k.clone(), v.as_str())?;
+            req.insert_header(k.clone(), v.expose())?;
         }
         Ok(())
     }

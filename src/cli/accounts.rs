@@ -145,7 +145,7 @@ fn open(cfg: &Config) -> Result<rusqlite::Connection, String> {
     store::open(&cfg.database).map_err(|e| e.to_string())
 }
 
-fn actor() -> String {
+pub(super) fn actor() -> String {
     format!("cli:{}", std::env::var("USER").unwrap_or_else(|_| "unknown".into()))
 }
 

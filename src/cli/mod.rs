@@ -4,6 +4,7 @@
 
 mod accounts;
 mod channels;
+mod orders;
 
 use crate::config::{self, Config};
 use clap::{Parser, Subcommand};
@@ -85,6 +86,11 @@ pub enum Command {
         #[command(subcommand)]
         command: channels::ChannelsCommand,
     },
+    /// Credits bought online: list, refund, confirm paid.
+    Orders {
+        #[command(subcommand)]
+        command: orders::OrdersCommand,
+    },
     /// The admin audit trail (every account change, who and when).
     Audit {
         #[arg(long, default_value_t = 50)]
@@ -133,6 +139,7 @@ pub fn main() -> ExitCode {
         Command::Usage(args) => load(&cli.config).and_then(|cfg| accounts::usage(&cfg, args)),
         Command::Ledger { email, limit } => load(&cli.config).and_then(|cfg| accounts::ledger(&cfg, &email, limit)),
         Command::Channels { command } => load(&cli.config).and_then(|cfg| channels::channels(&cfg, command)),
+        Command::Orders { command } => load(&cli.config).and_then(|cfg| orders::orders(&cfg, command)),
         Command::Audit { limit } => load(&cli.config).and_then(|cfg| accounts::audit(&cfg, limit)),
     };
     match result {

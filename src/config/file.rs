@@ -3,7 +3,7 @@
 //! typo is an error naming its path instead of a silently ignored setting.
 //! Nothing here is validated beyond its type; see `model.rs` for that.
 
-use super::units::{Credits, Dur, Num, Size};
+use super::units::{Credits, Decimal, Dur, Num, Size};
 use serde::Deserialize;
 use std::collections::BTreeMap;
 
@@ -33,6 +33,8 @@ pub struct FileConfig {
     pub plans: Vec<PlanSection>,
     #[serde(default)]
     pub console: ConsoleSection,
+    #[serde(default)]
+    pub payments: PaymentsSection,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -273,4 +275,63 @@ pub struct ThrottleSection {
     /// Accounts created from one IP address per window.
     pub sign_up_per_ip: Option<Num>,
     pub window: Option<Dur>,
+}
+
+/// Buying credits online.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentsSection {
+    pub stripe: Option<StripeSection>,
+    pub epay: Option<EpaySection>,
+    /// What users can buy.
+    #[serde(default)]
+    pub packages: Vec<PackageSection>,
+    /// A free amount of credits, priced per credit in each currency.
+    pub custom: Option<CustomAmountSection>,
+    /// How long an unpaid order waits before it expires (30m to 24h).
+    pub order_ttl: Option<Dur>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StripeSection {
+    pub secret_key: String,
+    pub webhook_secret: String,
+    /// Stripe's API (tests point it at a fake).
+    pub api_base: Option<String>,
+    /// The currency Stripe charges in (ISO code, default usd).
+    pub currency: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EpaySection {
+    /// The gateway's base URL; payments go to `{gateway_url}/submit.php`.
+    pub gateway_url: String,
+    pub pid: String,
+    pub key: String,
+    /// Payment types offered (default alipay and wxpay).
+    pub types: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PackageSection {
+    pub id: String,
+    pub name: Option<String>,
+    /// Credits the package adds (or give `plan`).
+    pub credits: Option<Credits>,
+    /// A plan the package starts or extends.
+    pub plan: Option<String>,
+    /// Price per currency, in its major unit: `{usd: 10, cny: 72}`.
+    pub prices: BTreeMap<String, Decimal>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CustomAmountSection {
+    pub min_credits: Credits,
+    pub max_credits: Credits,
+    /// Price of one credit per currency: `{usd: "1.00", cny: "7.30"}`.
+    pub credit_price: BTreeMap<String, Decimal>,
 }

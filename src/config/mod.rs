@@ -215,6 +215,36 @@ channels:
     }
 
     #[test]
+    fn payments_errors_name_their_fields() {
+        let c = parse_str(MINIMAL).unwrap().payments;
+        assert!(!c.enabled() && c.stripe.is_none());
+        let text = format!(
+            "{MINIMAL}payments:
+  stripe: {{secret_key: \"\", webhook_secret: w, currency: usd}}
+  packages:
+    - {{id: a, credits: 10, prices: {{usd: 10.001}}}}
+    - {{id: b, plan: gold, prices: {{eur: 5}}}}
+    - {{id: c, credits: 1, plan: gold, prices: {{}}}}
+  custom: {{min_credits: 10, max_credits: 5.5, credit_price: {{usd: 1}}}}
+  order_ttl: 5m
+"
+        );
+        let errs = errors_of(&text);
+        for want in [
+            "payments.stripe.secret_key: required (set it from an environment variable)",
+            "payments.packages[0].prices.usd: amount \"10.001\" has more than 2 decimal places",
+            "payments.packages[1].plan: no plan \"gold\" under plans",
+            "payments.packages[1].prices: no price in a currency a provider charges in (usd)",
+            "payments.packages[2]: give exactly one of credits (positive) or plan",
+            "payments.packages[2].prices: at least one price is required ({usd: 10})",
+            "payments.custom.max_credits: must be a positive whole number of credits",
+            "payments.order_ttl: must be between 30m and 24h (Stripe's checkout sessions live that long)",
+        ] {
+            assert!(errs.iter().any(|e| e == want), "missing {want:?} in {errs:#?}");
+        }
+    }
+
+    #[test]
     fn numbers_may_come_from_variables() {
         let env = |n: &str| (n == "T").then(|| "3".to_string());
         let c = parse(

@@ -77,9 +77,82 @@ pub struct Config {
     pub models: Vec<ModelConfig>,
     pub plans: Vec<PlanConfig>,
     pub console: ConsoleConfig,
+    pub payments: PaymentsConfig,
 }
 
-/// Who may create a console account.
+/// Buying credits online: the providers, what can be bought, and for how long
+/// an unpaid order stays open.
+#[derive(Debug, Clone)]
+pub struct PaymentsConfig {
+    pub stripe: Option<StripeConfig>,
+    pub epay: Option<EpayConfig>,
+    pub packages: Vec<PackageConfig>,
+    pub custom: Option<CustomAmount>,
+    pub order_ttl: Duration,
+}
+
+impl PaymentsConfig {
+    /// Whether anything can be bought at all.
+    pub fn enabled(&self) -> bool {
+        (self.stripe.is_some() || self.epay.is_some()) && (!self.packages.is_empty() || self.custom.is_some())
+    }
+
+    pub fn package(&self, id: &str) -> Option<&PackageConfig> {
+        self.packages.iter().find(|p| p.id == id)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct StripeConfig {
+    pub secret_key: Secret,
+    pub webhook_secret: Secret,
+    /// Stripe's API, without a trailing slash (`https://api.stripe.com`).
+    pub api_base: String,
+    /// Lower-case ISO currency code.
+    pub currency: String,
+}
+
+/// An EPay (易支付) merchant account. It charges in CNY.
+#[derive(Debug, Clone)]
+pub struct EpayConfig {
+    /// Without a trailing slash; payments go to `{gateway_url}/submit.php`.
+    pub gateway_url: String,
+    pub pid: String,
+    pub key: Secret,
+    pub types: Vec<String>,
+}
+
+/// The currency EPay gateways charge in.
+pub const EPAY_CURRENCY: &str = "cny";
+
+/// What an order grants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Purchase {
+    /// Micro-credits.
+    Credits(i64),
+    /// A plan id.
+    Plan(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct PackageConfig {
+    pub id: String,
+    pub name: String,
+    pub grant: Purchase,
+    /// Lower-case currency → price in its minor unit.
+    pub prices: BTreeMap<String, i64>,
+}
+
+/// A free amount of whole credits.
+#[derive(Debug, Clone)]
+pub struct CustomAmount {
+    /// Whole credits.
+    pub min_credits: i64,
+    pub max_credits: i64,
+    /// Lower-case currency → price of one credit in its minor unit.
+    pub credit_price: BTreeMap<String, i64>,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Signup {
@@ -246,7 +319,8 @@ pub struct ChannelConfig {
     pub priority: i32,
     pub enabled: bool,
     pub force_translation: bool,
-    pub headers: Vec<(String, String)>,
+    /// Extra upstream headers; values may be credentials, so they never print.
+    pub headers: Vec<(String, Secret)>,
     pub timeouts: Timeouts,
     pub health: HealthCheck,
     pub context_window: Option<u64>,
@@ -644,7 +718,7 @@ pub fn validate(file: FileConfig, conf_dir: &Path) -> Result<Config, ConfigError
             if !ok {
                 c.err(format!("{path}.headers.{k}"), "invalid header name or value");
             }
-            headers.push((k.to_ascii_lowercase(), v.clone()));
+            headers.push((k.to_ascii_lowercase(), Secret::new(v.clone())));
         }
         if ch.quirks.is_some() && kind == ChannelKind::Anthropic {
             c.err(format!("{path}.quirks"), "only applies to openai and openai-chat channels");
@@ -705,6 +779,7 @@ pub fn validate(file: FileConfig, conf_dir: &Path) -> Result<Config, ConfigError
     }
 
     let console = console(&mut c, &file.console);
+    let payments = payments(&mut c, &file.payments, &plan_ids);
 
     if c.errors.is_empty() {
         Ok(Config {
@@ -725,10 +800,140 @@ pub fn validate(file: FileConfig, conf_dir: &Path) -> Result<Config, ConfigError
             models,
             plans,
             console,
+            payments,
         })
     } else {
         Err(ConfigErrors(c.errors))
     }
+}
+
+/// Prices per currency, each in its minor unit, positive.
+fn prices(c: &mut Check, path: &str, raw: &BTreeMap<String, super::units::Decimal>) -> BTreeMap<String, i64> {
+    let mut out = BTreeMap::new();
+    for (cur, v) in raw {
+        let code = cur.to_ascii_lowercase();
+        if code.len() != 3 || !code.bytes().all(|b| b.is_ascii_lowercase()) {
+            c.err(format!("{path}.{cur}"), "must be a 3-letter ISO currency code (usd, cny, eur, ...)");
+            continue;
+        }
+        match super::units::parse_fixed(&v.0, super::units::currency_exponent(&code) as usize) {
+            Ok(minor) if minor > 0 => {
+                out.insert(code, minor);
+            }
+            Ok(_) => c.err(format!("{path}.{cur}"), "must be positive"),
+            Err(e) => c.err(format!("{path}.{cur}"), e),
+        }
+    }
+    out
+}
+
+/// The `payments:` section.
+fn payments(c: &mut Check, f: &PaymentsSection, plan_ids: &HashSet<String>) -> PaymentsConfig {
+    let url = |c: &mut Check, path: &str, u: &str| -> String {
+        let u = u.trim().trim_end_matches('/');
+        if !(u.starts_with("https://") || u.starts_with("http://")) || BaseUrl::parse(u).is_err() {
+            c.err(path, format!("{u:?} must be an http(s) URL"));
+        }
+        u.to_string()
+    };
+    let stripe = f.stripe.as_ref().map(|s| {
+        for (field, v) in [("secret_key", &s.secret_key), ("webhook_secret", &s.webhook_secret)] {
+            if v.trim().is_empty() {
+                c.err(format!("payments.stripe.{field}"), "required (set it from an environment variable)");
+            }
+        }
+        let currency = s.currency.as_deref().unwrap_or("usd").to_ascii_lowercase();
+        StripeConfig {
+            secret_key: Secret::new(s.secret_key.trim()),
+            webhook_secret: Secret::new(s.webhook_secret.trim()),
+            api_base: url(c, "payments.stripe.api_base", s.api_base.as_deref().unwrap_or("https://api.stripe.com")),
+            currency,
+        }
+    });
+    let epay = f.epay.as_ref().map(|e| {
+        if e.pid.trim().is_empty() {
+            c.err("payments.epay.pid", "required");
+        }
+        if e.key.trim().is_empty() {
+            c.err("payments.epay.key", "required (set it from an environment variable)");
+        }
+        let types = e.types.clone().unwrap_or_else(|| vec!["alipay".into(), "wxpay".into()]);
+        if types.is_empty() || types.iter().any(|t| !valid_name(t)) {
+            c.err("payments.epay.types", "must list payment types such as alipay, wxpay");
+        }
+        EpayConfig {
+            gateway_url: url(c, "payments.epay.gateway_url", &e.gateway_url),
+            pid: e.pid.trim().to_string(),
+            key: Secret::new(e.key.trim()),
+            types,
+        }
+    });
+    let mut ids = HashSet::new();
+    let mut packages = Vec::new();
+    for (i, p) in f.packages.iter().enumerate() {
+        let path = format!("payments.packages[{i}]");
+        if !valid_name(&p.id) {
+            c.err(format!("{path}.id"), format!("{:?} must be 1-64 letters, digits, '-', '_' or '.'", p.id));
+        }
+        if !ids.insert(p.id.clone()) {
+            c.err(format!("{path}.id"), format!("package {:?} is declared twice", p.id));
+        }
+        let grant = match (&p.credits, &p.plan) {
+            (Some(cr), None) if cr.0 > 0 => Purchase::Credits(cr.0),
+            (None, Some(plan)) if plan_ids.contains(plan) => Purchase::Plan(plan.clone()),
+            (None, Some(plan)) => {
+                c.err(format!("{path}.plan"), format!("no plan {plan:?} under plans"));
+                Purchase::Plan(plan.clone())
+            }
+            _ => {
+                c.err(&path, "give exactly one of credits (positive) or plan");
+                Purchase::Credits(0)
+            }
+        };
+        let prices = prices(c, &format!("{path}.prices"), &p.prices);
+        if p.prices.is_empty() {
+            c.err(format!("{path}.prices"), "at least one price is required ({usd: 10})");
+        }
+        packages.push(PackageConfig {
+            id: p.id.clone(),
+            name: p.name.clone().unwrap_or_else(|| p.id.clone()),
+            grant,
+            prices,
+        });
+    }
+    let custom = f.custom.as_ref().map(|cu| {
+        let whole = |c: &mut Check, field: &str, v: i64| -> i64 {
+            if v <= 0 || v % super::units::MICROS_PER_CREDIT != 0 {
+                c.err(format!("payments.custom.{field}"), "must be a positive whole number of credits");
+            }
+            v / super::units::MICROS_PER_CREDIT
+        };
+        let (min, max) = (whole(c, "min_credits", cu.min_credits.0), whole(c, "max_credits", cu.max_credits.0));
+        if min > max {
+            c.err("payments.custom.max_credits", "must not be below min_credits");
+        }
+        let credit_price = prices(c, "payments.custom.credit_price", &cu.credit_price);
+        if cu.credit_price.is_empty() {
+            c.err("payments.custom.credit_price", "at least one price is required ({usd: 1})");
+        }
+        CustomAmount { min_credits: min, max_credits: max, credit_price }
+    });
+    // Something to sell in a currency some provider charges in.
+    let currencies: Vec<&str> =
+        stripe.iter().map(|s| s.currency.as_str()).chain(epay.iter().map(|_| EPAY_CURRENCY)).collect();
+    for (i, p) in packages.iter().enumerate() {
+        if !currencies.is_empty() && !p.prices.keys().any(|k| currencies.contains(&k.as_str())) {
+            c.err(
+                format!("payments.packages[{i}].prices"),
+                format!("no price in a currency a provider charges in ({})", currencies.join(", ")),
+            );
+        }
+    }
+    let order_ttl = f.order_ttl.map_or(Duration::from_secs(30 * 60), |d| d.0);
+    if order_ttl < Duration::from_secs(30 * 60) || order_ttl > Duration::from_secs(24 * 3600) {
+        c.err("payments.order_ttl", "must be between 30m and 24h (Stripe's checkout sessions live that long)");
+    }
+    PaymentsConfig { stripe, epay, packages, custom, order_ttl }
 }
 
 /// The `console:` section.

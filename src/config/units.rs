@@ -118,6 +118,24 @@ pub struct Credits(pub i64);
 
 impl<'de> Deserialize<'de> for Credits {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let Decimal(text) = Decimal::deserialize(d)?;
+        parse_credits(&text).map(Credits).map_err(serde::de::Error::custom)
+    }
+}
+
+/// Parses a decimal credit amount into micro-credits, exactly.
+pub fn parse_credits(s: &str) -> Result<i64, String> {
+    parse_fixed(s, 6)
+}
+
+/// A decimal written as a number or a string (`10`, `7.3`, `"72.00"`), kept
+/// as text so that it can be read exactly with the precision its use needs
+/// (a price in cents, fen or yen).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decimal(pub String);
+
+impl<'de> Deserialize<'de> for Decimal {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
         #[derive(Deserialize)]
         #[serde(untagged)]
         enum Raw {
@@ -125,19 +143,20 @@ impl<'de> Deserialize<'de> for Credits {
             F(f64),
             S(String),
         }
-        let parsed = match Raw::deserialize(d)? {
-            Raw::I(i) => i.checked_mul(MICROS_PER_CREDIT).ok_or_else(|| format!("amount {i} is too large")),
-            // `{}` on f64 prints the shortest string that round-trips, so `0.15`
-            // comes back as "0.15" and parses exactly.
-            Raw::F(f) => parse_credits(&format!("{f}")),
-            Raw::S(s) => parse_credits(&s),
-        };
-        parsed.map(Credits).map_err(serde::de::Error::custom)
+        Ok(Decimal(match Raw::deserialize(d)? {
+            Raw::I(i) => i.to_string(),
+            // `{}` on f64 prints the shortest string that round-trips, so
+            // `0.15` comes back as "0.15" and parses exactly.
+            Raw::F(f) => format!("{f}"),
+            Raw::S(s) => s,
+        }))
     }
 }
 
-/// Parses a decimal credit amount into micro-credits, exactly.
-pub fn parse_credits(s: &str) -> Result<i64, String> {
+/// Parses a decimal into an integer count of `10^-places` units, exactly:
+/// `parse_fixed("7.3", 2)` is 730. More decimal places than `places` is an
+/// error, not a rounding.
+pub fn parse_fixed(s: &str, places: usize) -> Result<i64, String> {
     let t = s.trim();
     let (neg, t) = match t.strip_prefix('-') {
         Some(rest) => (true, rest),
@@ -150,13 +169,13 @@ pub fn parse_credits(s: &str) -> Result<i64, String> {
     if !ok {
         return Err(format!("invalid amount {s:?}"));
     }
-    if frac.len() > 6 {
-        return Err(format!("amount {s:?} has more than 6 decimal places"));
+    if frac.len() > places {
+        return Err(format!("amount {s:?} has more than {places} decimal places"));
     }
     let int_v: i64 = if int.is_empty() { 0 } else { int.parse().map_err(|_| format!("amount {s:?} is too large"))? };
-    let frac_v: i64 = format!("{frac:0<6}").parse().unwrap_or(0);
+    let frac_v: i64 = if places == 0 { 0 } else { format!("{frac:0<places$}").parse().unwrap_or(0) };
     let v = int_v
-        .checked_mul(MICROS_PER_CREDIT)
+        .checked_mul(10i64.pow(places as u32))
         .and_then(|v| v.checked_add(frac_v))
         .ok_or_else(|| format!("amount {s:?} is too large"))?;
     Ok(if neg { -v } else { v })
@@ -183,9 +202,51 @@ pub fn format_credits(micros: i64) -> String {
     }
 }
 
+/// Digits after the decimal point in a currency's minor unit, as Stripe counts
+/// them: 0 for yen or won, 3 for the dinars, 2 for the rest.
+pub fn currency_exponent(code: &str) -> u32 {
+    const ZERO: &[&str] = &[
+        "bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "ugx", "vnd", "vuv", "xaf", "xof", "xpf",
+    ];
+    const THREE: &[&str] = &["bhd", "jod", "kwd", "omr", "tnd"];
+    if ZERO.contains(&code) {
+        0
+    } else if THREE.contains(&code) {
+        3
+    } else {
+        2
+    }
+}
+
+/// A price in minor units as text in the major unit: `7200` cny → `72.00`.
+pub fn format_money(minor: i64, currency: &str) -> String {
+    let exp = currency_exponent(currency);
+    if exp == 0 {
+        return minor.to_string();
+    }
+    let div = 10i64.pow(exp);
+    let sign = if minor < 0 { "-" } else { "" };
+    let a = minor.unsigned_abs();
+    format!("{sign}{}.{:0width$}", a / div as u64, a % div as u64, width = exp as usize)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn money_in_minor_units() {
+        assert_eq!(parse_fixed("7.3", 2), Ok(730));
+        assert_eq!(parse_fixed("10", 2), Ok(1000));
+        assert_eq!(parse_fixed("1500", 0), Ok(1500));
+        assert!(parse_fixed("0.001", 2).is_err());
+        assert_eq!(currency_exponent("jpy"), 0);
+        assert_eq!(currency_exponent("usd"), 2);
+        assert_eq!(format_money(7200, "cny"), "72.00");
+        assert_eq!(format_money(5, "usd"), "0.05");
+        assert_eq!(format_money(1500, "jpy"), "1500");
+        assert_eq!(format_money(1234, "kwd"), "1.234");
+    }
 
     #[test]
     fn credits_parse_exactly() {

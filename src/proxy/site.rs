@@ -34,7 +34,7 @@ async fn request(session: &mut Session) -> Result<Request, Response> {
     let (method, headers) = (h.method.clone(), h.headers.clone());
     let (path, query) = (h.uri.path().to_string(), h.uri.query().unwrap_or("").to_string());
     let body = if method == http::Method::POST {
-        match read_body(session, web::MAX_FORM_BYTES).await {
+        match read_body(session, web::body_limit(&path)).await {
             Ok(b) => b,
             Err(GatewayError::BodyTooLarge { .. }) => {
                 session.set_keepalive(None);

@@ -172,6 +172,53 @@ const MIGRATIONS: &[&str] = &[
                SUM(output_tokens), SUM(reasoning_tokens), SUM(cost)
         FROM usage GROUP BY 1, 2, 3, 4, 5;
     "#,
+    // 6: credits bought online, the provider notifications already handled
+    // (each is acted on once however often it is repeated), operators who are
+    // users, and the operator console's sessions.
+    r#"
+    CREATE TABLE orders (
+        id            TEXT PRIMARY KEY,
+        user_id       INTEGER NOT NULL REFERENCES users(id),
+        provider      TEXT NOT NULL,
+        method        TEXT NOT NULL DEFAULT '',
+        status        TEXT NOT NULL CHECK (status IN ('pending', 'paid', 'failed', 'expired', 'refunded')),
+        amount        INTEGER NOT NULL CHECK (amount > 0),
+        currency      TEXT NOT NULL,
+        credits       INTEGER NOT NULL DEFAULT 0,
+        plan_id       TEXT,
+        package       TEXT,
+        provider_ref  TEXT,
+        checkout_url  TEXT,
+        ledger_id     INTEGER,
+        created_at    INTEGER NOT NULL,
+        expires_at    INTEGER NOT NULL,
+        paid_at       INTEGER,
+        updated_at    INTEGER NOT NULL,
+        note          TEXT NOT NULL DEFAULT ''
+    ) WITHOUT ROWID;
+    CREATE INDEX orders_user ON orders(user_id, created_at);
+    CREATE INDEX orders_time ON orders(created_at);
+    CREATE INDEX orders_pending ON orders(status, expires_at);
+    CREATE TABLE payment_events (
+        provider   TEXT NOT NULL,
+        event_id   TEXT NOT NULL,
+        order_id   TEXT,
+        kind       TEXT NOT NULL,
+        outcome    TEXT NOT NULL DEFAULT '',
+        created_at INTEGER NOT NULL,
+        PRIMARY KEY (provider, event_id)
+    ) WITHOUT ROWID;
+    ALTER TABLE users ADD COLUMN role TEXT NOT NULL DEFAULT 'user' CHECK (role IN ('user', 'admin'));
+    CREATE TABLE operator_sessions (
+        id           INTEGER PRIMARY KEY,
+        token_hash   TEXT NOT NULL UNIQUE,
+        actor        TEXT NOT NULL,
+        user_id      INTEGER REFERENCES users(id),
+        created_at   INTEGER NOT NULL,
+        last_seen_at INTEGER NOT NULL,
+        expires_at   INTEGER NOT NULL
+    );
+    "#,
 ];
 
 /// The schema version this binary writes.

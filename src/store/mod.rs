@@ -7,6 +7,7 @@
 pub mod accounts;
 pub mod billing;
 mod migrations;
+pub mod orders;
 pub mod pool;
 pub mod secret;
 pub mod sessions;

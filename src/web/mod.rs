@@ -144,6 +144,9 @@ async fn route(env: &Env<'_>) -> Response {
     if path == "/console" || path.starts_with("/console/") {
         return console::route(env).await;
     }
+    if let Some(endpoint) = path.strip_prefix("/payments/") {
+        return payment_notification(env, endpoint).await;
+    }
     if !read_only {
         return Response::text(405, env.t.method_not_allowed).header("allow", "GET, HEAD");
     }
@@ -158,6 +161,36 @@ async fn route(env: &Env<'_>) -> Response {
             Some(slug) => docs_page(env, slug.trim_end_matches('/')),
             None => not_found(env),
         },
+    }
+}
+
+/// A payment provider's server-to-server notification: `POST
+/// /payments/stripe/webhook`, `GET` or `POST /payments/epay/notify`.
+async fn payment_notification(env: &Env<'_>, endpoint: &str) -> Response {
+    let provider = match endpoint {
+        "stripe/webhook" => "stripe",
+        "epay/notify" => "epay",
+        _ => return not_found(env),
+    };
+    let req = env.req;
+    let n = crate::payments::Notification {
+        method: req.method.as_str(),
+        query: &req.query,
+        signature: req.header("stripe-signature"),
+        content_type: req.header("content-type"),
+        body: &req.body,
+    };
+    let (status, content_type, body) = crate::payments::notify(env.app, provider, &n).await;
+    Response::new(status, content_type, body).header("cache-control", "no-store")
+}
+
+/// The largest body read for a path: payment notifications carry a
+/// provider's whole event, forms a few fields.
+pub fn body_limit(path: &str) -> usize {
+    if path.starts_with("/payments/") {
+        256 << 10
+    } else {
+        MAX_FORM_BYTES
     }
 }
 

@@ -3,6 +3,9 @@
 
 #![allow(dead_code)]
 
+pub mod browser;
+pub mod fake_stripe;
+
 use codex_proxy::fake_upstream::{FakeOptions, FakeUpstream};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};

@@ -77,6 +77,8 @@ pub(super) async fn route(env: &Env<'_>) -> Response {
         (false, ["redeem"]) => redeem::page(env, &viewer, None).await,
         (true, ["redeem"]) => redeem::submit(env, &viewer).await,
         (false, ["billing"]) => billing::page(env, &viewer).await,
+        (true, ["billing", "orders"]) => billing::create(env, &viewer).await,
+        (false, ["billing", "orders", id]) => billing::order(env, &viewer, id).await,
         (false, ["account"]) => account::page(env, &viewer, None).await,
         (true, ["account", "password"]) => account::change_password(env, &viewer).await,
         (true, ["sign-out"]) => auth::sign_out(env, &viewer, false).await,

@@ -99,6 +99,7 @@ fn kind_label(t: &Text, kind: &str) -> &'static str {
         "topup" => t.kind_topup,
         "adjust" => t.kind_adjust,
         "refund" => t.kind_refund,
+        "payment" => t.kind_payment,
         _ => t.kind_other,
     }
 }
