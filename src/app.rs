@@ -35,6 +35,10 @@ pub struct App {
     pub site: Option<Site>,
     /// The payment providers, when credits can be bought online.
     pub payments: Option<crate::payments::Payments>,
+    /// Requests per minute for the operator overview.
+    pub traffic: crate::traffic::Traffic,
+    /// When this configuration was loaded (Unix ms).
+    pub loaded_at: i64,
     inflight: AtomicUsize,
 }
 
@@ -68,6 +72,8 @@ impl App {
             db,
             site,
             payments,
+            traffic: Default::default(),
+            loaded_at: crate::store::now_ms(),
             inflight: AtomicUsize::new(0),
         })
     }

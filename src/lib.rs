@@ -38,5 +38,6 @@ pub mod server;
 pub mod shutdown;
 pub mod sse;
 pub mod store;
+pub mod traffic;
 pub mod usage;
 pub mod web;

@@ -223,3 +223,95 @@ async fn cli_covers_the_same_and_reaches_the_gateway_within_a_second() {
     assert!(out(&["audit"]).contains("cli:"));
     assert!(out(&["users", "list"]).contains("c@x.io"));
 }
+
+#[tokio::test]
+async fn endpoints_for_the_operator_console() {
+    let fake = fake();
+    let yaml = billing_conf(&fake, "  default_concurrency: 10", "  - {id: pro, daily_quota: 5, duration_days: 30}")
+        .replace("api_key: sk-test-openai", "api_key: sk-test-openai\n    headers: {x-org-secret: hush-0123}");
+    let gw = Gateway::start(&yaml);
+    for i in 0..5 {
+        let (s, _) =
+            gw.admin("POST", "/admin/users", Some(json!({"email": format!("u{i}@x.io"), "credits": "5"}))).await;
+        assert_eq!(s, 201);
+    }
+    // Search and keyset pages.
+    let (_, b) = gw.admin("GET", "/admin/users?limit=2", None).await;
+    let page = json(&b);
+    assert_eq!((page["users"].as_array().unwrap().len(), page["total"].as_i64()), (2, Some(5)));
+    let next = page["next"].as_i64().unwrap();
+    let (_, b) = gw.admin("GET", &format!("/admin/users?limit=10&after={next}"), None).await;
+    assert_eq!(json(&b)["users"].as_array().unwrap().len(), 3);
+    let (_, b) = gw.admin("GET", "/admin/users?q=U3", None).await;
+    assert_eq!(json(&b)["users"][0]["email"], "u3@x.io");
+    assert_eq!(gw.admin("GET", "/admin/users?limit=0", None).await.0, 400);
+    // Roles and passwords.
+    let (s, b) = gw.admin("POST", "/admin/users/u1@x.io/role", Some(json!({"role": "admin"}))).await;
+    assert_eq!((s, json(&b)["role"].as_str()), (200, Some("admin")));
+    assert_eq!(gw.admin("POST", "/admin/users/u1@x.io/role", Some(json!({"role": "root"}))).await.0, 400);
+    assert_eq!(gw.admin("POST", "/admin/users/u1@x.io/password", Some(json!({"password": "short"}))).await.0, 400);
+    assert_eq!(
+        gw.admin("POST", "/admin/users/u1@x.io/password", Some(json!({"password": "long enough"}))).await.0,
+        200
+    );
+    // Requests, by channel, and pages of them.
+    let (_, b) = gw.admin("POST", "/admin/users/u2@x.io/keys", Some(json!({"name": "k"}))).await;
+    let key = json(&b)["key"].as_str().unwrap().to_string();
+    for _ in 0..3 {
+        let (s, _, _) = post(
+            &gw,
+            "/v1/chat/completions",
+            &key,
+            &json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]}),
+        )
+        .await;
+        assert_eq!(s, 200);
+    }
+    gw.wait_count("SELECT count(*) FROM usage", 3);
+    let (_, b) = gw.admin("GET", "/admin/requests?user=u2@x.io&limit=2", None).await;
+    let page = json(&b);
+    assert_eq!(page["requests"].as_array().unwrap().len(), 2);
+    assert_eq!(
+        (page["requests"][0]["user"].as_str(), page["requests"][0]["channel"].as_str()),
+        (Some("u2@x.io"), Some("oa"))
+    );
+    let (_, b) = gw.admin("GET", &format!("/admin/requests?before={}", page["next"].as_str().unwrap()), None).await;
+    assert_eq!(json(&b)["requests"].as_array().unwrap().len(), 1);
+    let (_, b) = gw.admin("GET", "/admin/usage?by=channel&channel=oa", None).await;
+    assert_eq!(
+        (json(&b)["rows"][0]["group"].as_str(), json(&b)["rows"][0]["requests"].as_i64()),
+        (Some("oa"), Some(3))
+    );
+    // Overview: this minute's requests, today's totals.
+    let (_, b) = gw.admin("GET", "/admin/overview", None).await;
+    let o = json(&b);
+    assert_eq!(o["minutes"].as_array().unwrap().len(), 60);
+    assert!(o["minutes"].as_array().unwrap().iter().map(|m| m["total"].as_i64().unwrap()).sum::<i64>() >= 3);
+    assert_eq!((o["today"]["requests"].as_i64(), o["users"].as_i64()), (Some(3), Some(5)));
+    assert_eq!(o["channels"]["available"], 2);
+    // The effective configuration, without a secret in it.
+    let (_, b) = gw.admin("GET", "/admin/config", None).await;
+    let text = json(&b)["effective"].as_str().unwrap().to_string();
+    assert!(text.contains("max_body_bytes") && text.contains("\"*****\""));
+    for secret in ["sk-test-openai", "hush-0123", ADMIN_TOKEN] {
+        assert!(!text.contains(secret), "{secret} leaked");
+    }
+    // Testing a channel sends one real request through it (its first model,
+    // by the name the upstream knows it by).
+    let before = fake.requests().len();
+    let (s, b) = gw.admin("POST", "/admin/channels/oa/test", None).await;
+    let t = json(&b);
+    assert_eq!(
+        (s, t["ok"].as_bool(), t["status"].as_u64(), t["model"].as_str()),
+        (200, Some(true), Some(200), Some("gpt-4o-2024-08-06"))
+    );
+    let sent = &fake.requests()[before];
+    assert_eq!((sent.path.as_str(), sent.json()["max_tokens"].as_i64()), ("/v1/chat/completions", Some(8)));
+    assert_eq!(gw.admin("POST", "/admin/channels/nope/test", None).await.0, 404);
+    // Codes by pages.
+    gw.admin("POST", "/admin/codes", Some(json!({"credits": "1", "count": 3}))).await;
+    let (_, b) = gw.admin("GET", "/admin/codes?limit=2", None).await;
+    let next = json(&b)["next"].as_i64().unwrap();
+    let (_, b) = gw.admin("GET", &format!("/admin/codes?after={next}"), None).await;
+    assert_eq!(json(&b)["codes"].as_array().unwrap().len(), 1);
+}

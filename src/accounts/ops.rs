@@ -94,6 +94,24 @@ impl Ops<'_> {
         })
     }
 
+    /// Makes a user an operator (`admin`: they sign in to the operator
+    /// console with their password) or a plain user again.
+    pub fn set_role(&self, email: &str, role: &str) -> Result<UserRow, StoreError> {
+        if !matches!(role, "admin" | "user") {
+            return Err(StoreError::Invalid(format!("role must be admin or user, got {role:?}")));
+        }
+        let u = self.user(email)?;
+        self.change("user.role", &u.email, |c| {
+            sql::set_role(c, u.id, role)?;
+            if role == "user" {
+                // An operator demoted now is not one a minute from now.
+                c.execute("DELETE FROM operator_sessions WHERE user_id = ?1", [u.id])
+                    .map_err(|source| StoreError::Sql { context: "ending operator sessions", source })?;
+            }
+            Ok((self.user(email)?, json!({"role": role})))
+        })
+    }
+
     pub fn set_banned(&self, email: &str, banned: bool) -> Result<UserRow, StoreError> {
         let u = self.user(email)?;
         let action = if banned { "user.ban" } else { "user.unban" };

@@ -99,7 +99,7 @@ fn user_summary(app: &App, conn: &Connection, u: &sql::UserRow) -> Result<Value,
     let balance = billing::credit_balance(conn, u.id)?;
     let live = app.accounts.snapshot().user(u.id).map(|e| app.billing.view(e));
     Ok(json!({
-        "id": u.id, "email": u.email, "status": u.status, "created_at": when(Some(u.created_at)),
+        "id": u.id, "email": u.email, "status": u.status, "role": u.role, "created_at": when(Some(u.created_at)),
         "balance": format_credits(balance),
         "plan": sub.filter(|s| s.expires_at > now).map(|s| json!({"id": s.plan_id, "expires_at": when(Some(s.expires_at))})),
         "in_flight": live.as_ref().map(|v| v.inflight),
@@ -155,18 +155,144 @@ pub fn channel_json(c: &crate::channels::Channel) -> Value {
     })
 }
 
+/// `limit` of a listing: 1 to 500, 100 when absent.
+fn page_limit(req: &Req) -> Result<i64, AdminError> {
+    match req.query("limit") {
+        None => Ok(100),
+        Some(l) => l.parse::<i64>().ok().filter(|n| (1..=500).contains(n)).ok_or_else(|| bad("limit: 1 to 500")),
+    }
+}
+
+/// The usage filters of a query string (`user` by email, resolved later on
+/// the database thread).
+struct QueryFilter {
+    user: Option<String>,
+    filter: UsageFilter,
+}
+
+impl QueryFilter {
+    fn resolve(mut self, ops: &Ops) -> Result<UsageFilter, AdminError> {
+        self.filter.user_id = self.user.map(|e| ops.user(&e).map(|u| u.id)).transpose()?;
+        Ok(self.filter)
+    }
+}
+
+fn usage_filter(req: &Req, tz: i32) -> Result<QueryFilter, AdminError> {
+    let time = |f: &str| req.query(f).filter(|s| !s.is_empty()).map(|s| parse_time(s, tz).map_err(bad)).transpose();
+    let text = |f: &str| req.query(f).filter(|s| !s.is_empty()).map(str::to_string);
+    let key_id = req.query("key").map(|k| k.parse::<i64>().map_err(|_| bad("key: a key id"))).transpose()?;
+    Ok(QueryFilter {
+        user: text("user"),
+        filter: UsageFilter {
+            user_id: None,
+            key_id,
+            model: text("model"),
+            channel: text("channel"),
+            since_ms: time("since")?,
+            until_ms: time("until")?,
+        },
+    })
+}
+
+/// `GET /admin/users?q=&after=&limit=`: users whose email contains `q`, by id.
+async fn users_page(app: &Arc<App>, req: &Req) -> AdminResult {
+    let limit = page_limit(req)?;
+    let q = req.query("q").unwrap_or("").trim().to_string();
+    let after = req.query("after").map(|a| a.parse::<i64>().map_err(|_| bad("after: a user id"))).transpose()?;
+    let app2 = app.clone();
+    let (users, total) = with_db(app, &req.actor, move |c, _| {
+        let rows = sql::search_users(c, &q, after.unwrap_or(0), limit)?;
+        let users = rows.iter().map(|u| user_summary(&app2, c, u)).collect::<Result<Vec<_>, _>>()?;
+        Ok((users, sql::count_users(c)?))
+    })
+    .await?;
+    let next = (users.len() as i64 == limit).then(|| users.last().map(|u| u["id"].clone())).flatten();
+    ok(json!({"users": users, "next": next, "total": total}))
+}
+
+/// `GET /admin/requests`: single requests, newest first, with the usage
+/// filters, `before` (a cursor from the last page) and `limit`.
+async fn requests_page(app: &Arc<App>, req: &Req, tz: i32) -> AdminResult {
+    let limit = page_limit(req)?;
+    let filter = usage_filter(req, tz)?;
+    let before = match req.query("before") {
+        None | Some("") => None,
+        Some(c) => Some(usage::Cursor::decode(c).ok_or_else(|| bad("before: a cursor from the last page"))?),
+    };
+    let rows =
+        with_db(app, &req.actor, move |c, ops| Ok(usage::page(c, &filter.resolve(ops)?, before, limit)?)).await?;
+    let next = (rows.len() as i64 == limit).then(|| rows.last().map(|r| usage::Cursor::of(r).encode())).flatten();
+    let rows: Vec<Value> = rows
+        .iter()
+        .map(|r| {
+            json!({
+                "time": when(Some(r.created_at)), "request_id": r.request_id, "user": r.email, "key": r.key_prefix,
+                "model": r.model, "channel": r.channel, "endpoint": r.endpoint, "status": r.status,
+                "input_tokens": r.input_tokens, "cached_tokens": r.cached_tokens, "cache_write_tokens": r.cache_write_tokens,
+                "output_tokens": r.output_tokens, "reasoning_tokens": r.reasoning_tokens, "cost": format_credits(r.cost),
+                "latency_ms": r.latency_ms, "ttfb_ms": r.ttfb_ms, "stream": r.stream, "estimated": r.estimated,
+            })
+        })
+        .collect();
+    ok(json!({"requests": rows, "next": next}))
+}
+
+/// `GET /admin/overview`: the last hour per minute, today's usage, revenue,
+/// channels by status, users and pending orders.
+async fn overview(app: &Arc<App>, req: &Req) -> AdminResult {
+    let now = app.billing.now_ms();
+    let minutes = app.traffic.last(now, 60);
+    let today = app.billing.days().start_of_day(now);
+    let month = now - 30 * 86_400_000;
+    let (totals, revenue_today, revenue_month, users, pending) = with_db(app, &req.actor, move |c, _| {
+        let f = UsageFilter { since_ms: Some(today), ..Default::default() };
+        let day = usage::report(c, &f, GroupBy::Day, 0)?;
+        Ok((
+            day,
+            crate::store::orders::revenue_since(c, today)?,
+            crate::store::orders::revenue_since(c, month)?,
+            sql::count_users(c)?,
+            crate::store::orders::list(
+                c,
+                &crate::store::orders::OrderFilter {
+                    status: Some(crate::store::orders::OrderStatus::Pending),
+                    limit: 1000,
+                    ..Default::default()
+                },
+            )?
+            .len(),
+        ))
+    })
+    .await?;
+    let sum = |f: fn(&usage::UsageLine) -> i64| totals.iter().map(f).sum::<i64>();
+    let mut by_status: std::collections::BTreeMap<&'static str, usize> = Default::default();
+    for ch in app.channels.all() {
+        *by_status.entry(ch.state.view(now).status).or_default() += 1;
+    }
+    let money = |rows: Vec<(String, i64, i64)>| -> Vec<Value> {
+        rows.into_iter()
+            .map(|(cur, amount, n)| json!({"currency": cur, "amount": crate::config::units::format_money(amount, &cur), "orders": n}))
+            .collect()
+    };
+    ok(json!({
+        "minutes": minutes,
+        "today": {
+            "requests": sum(|l| l.requests), "cost": format_credits(sum(|l| l.cost)),
+            "input_tokens": sum(|l| l.input_tokens), "cached_tokens": sum(|l| l.cached_tokens),
+            "cache_write_tokens": sum(|l| l.cache_write_tokens), "output_tokens": sum(|l| l.output_tokens),
+        },
+        "revenue": {"today": money(revenue_today), "last_30_days": money(revenue_month)},
+        "channels": by_status,
+        "users": users,
+        "orders_pending": pending,
+    }))
+}
+
 pub async fn route(app: &Arc<App>, req: Req) -> AdminResult {
     let seg: Vec<&str> = req.segments.iter().map(String::as_str).collect();
     let tz = app.config.billing.utc_offset_secs;
     match (req.method.as_str(), seg.as_slice()) {
-        ("GET", ["admin", "users"]) => {
-            let app2 = app.clone();
-            let users = with_db(app, &req.actor, move |c, _| {
-                Ok(sql::list_users(c)?.iter().map(|u| user_summary(&app2, c, u)).collect::<Result<Vec<_>, _>>()?)
-            })
-            .await?;
-            ok(json!({"users": users}))
-        }
+        ("GET", ["admin", "users"]) => users_page(app, &req).await,
         ("POST", ["admin", "users"]) => {
             let body = req.json()?;
             let email = body.get("email").and_then(Value::as_str).ok_or_else(|| bad("email: required"))?.to_string();
@@ -193,6 +319,20 @@ pub async fn route(app: &Arc<App>, req: Req) -> AdminResult {
             })
             .await?;
             ok(v)
+        }
+        ("POST", ["admin", "users", email, "password"]) => {
+            let body = req.json()?;
+            let pw = body.get("password").and_then(Value::as_str).ok_or_else(|| bad("password: required"))?.to_string();
+            let email = email.to_string();
+            change(app, &req.actor, move |_, ops| Ok(ops.set_password(&email, &pw)?)).await?;
+            ok(json!({"password": "set", "sessions": "ended"}))
+        }
+        ("POST", ["admin", "users", email, "role"]) => {
+            let body = req.json()?;
+            let role = body.get("role").and_then(Value::as_str).ok_or_else(|| bad("role: admin or user"))?.to_string();
+            let email = email.to_string();
+            let u = change(app, &req.actor, move |_, ops| Ok(ops.set_role(&email, &role)?)).await?;
+            ok(json!({"email": u.email, "role": u.role}))
         }
         ("POST", ["admin", "users", email, action @ ("ban" | "unban")]) => {
             let (email, banned) = (email.to_string(), *action == "ban");
@@ -302,8 +442,17 @@ pub async fn route(app: &Arc<App>, req: Req) -> AdminResult {
             Ok(Reply::Text(codes.into_iter().map(|(_, c)| c + "\n").collect()))
         }
         ("GET", ["admin", "codes"]) => {
-            let codes = with_db(app, &req.actor, |c, _| Ok(billing::list_codes(c)?)).await?;
-            ok(json!({"codes": codes}))
+            let limit = page_limit(&req)?;
+            let after =
+                req.query("after").map(|b| b.parse::<i64>().map_err(|_| bad("after: a code id"))).transpose()?;
+            let text = |f: &str| req.query(f).filter(|s| !s.is_empty()).map(str::to_string);
+            let (batch, status) = (text("batch"), text("status"));
+            let codes = with_db(app, &req.actor, move |c, _| {
+                Ok(billing::page_codes(c, batch.as_deref(), status.as_deref(), after.unwrap_or(0), limit)?)
+            })
+            .await?;
+            let next = (codes.len() as i64 == limit).then(|| codes.last().map(|c| c.id)).flatten();
+            ok(json!({"codes": codes, "next": next}))
         }
         ("POST", ["admin", "codes", id, "disable"]) => {
             let id: i64 = id.parse().map_err(|_| bad("code id must be a number"))?;
@@ -315,19 +464,13 @@ pub async fn route(app: &Arc<App>, req: Req) -> AdminResult {
                 "user" => GroupBy::User,
                 "key" => GroupBy::Key,
                 "model" => GroupBy::Model,
+                "channel" => GroupBy::Channel,
                 "day" => GroupBy::Day,
-                other => return Err(bad(format!("by: must be user, key, model or day, got {other:?}"))),
+                other => return Err(bad(format!("by: must be user, key, model, channel or day, got {other:?}"))),
             };
-            let time = |f: &str| req.query(f).map(|s| parse_time(s, tz).map_err(bad)).transpose();
-            let (since_ms, until_ms) = (time("since")?, time("until")?);
-            let key_id = req.query("key").map(|k| k.parse::<i64>().map_err(|_| bad("key: a key id"))).transpose()?;
-            let (user, model) = (req.query("user").map(str::to_string), req.query("model").map(str::to_string));
-            let lines = with_db(app, &req.actor, move |c, ops| {
-                let user_id = user.map(|e| ops.user(&e).map(|u| u.id)).transpose()?;
-                let filter = UsageFilter { user_id, key_id, model, since_ms, until_ms };
-                Ok(usage::report(c, &filter, group, tz)?)
-            })
-            .await?;
+            let filter = usage_filter(&req, tz)?;
+            let lines =
+                with_db(app, &req.actor, move |c, ops| Ok(usage::report(c, &filter.resolve(ops)?, group, tz)?)).await?;
             let total_cost: i64 = lines.iter().map(|l| l.cost).sum();
             let total_requests: i64 = lines.iter().map(|l| l.requests).sum();
             let rows: Vec<Value> = lines
@@ -339,6 +482,25 @@ pub async fn route(app: &Arc<App>, req: Req) -> AdminResult {
                 })
                 .collect();
             ok(json!({"rows": rows, "total": {"requests": total_requests, "cost": format_credits(total_cost)}}))
+        }
+        ("GET", ["admin", "requests"]) => requests_page(app, &req, tz).await,
+        ("GET", ["admin", "overview"]) => overview(app, &req).await,
+        ("GET", ["admin", "config"]) => ok(json!({
+            "loaded_at": when(Some(app.loaded_at)),
+            "effective": format!("{:#?}", app.config),
+        })),
+        ("POST", ["admin", "channels", name, "test"]) => {
+            let ch = app
+                .channels
+                .by_name(name)
+                .ok_or_else(|| AdminError(StatusCode::NOT_FOUND, format!("no channel {name:?}")))?
+                .clone();
+            let outcome = crate::channels::health::test_once(&app.connector, &ch).await;
+            let (name, detail) =
+                (ch.name().to_string(), json!({"ok": outcome.ok, "status": outcome.status}).to_string());
+            with_db(app, &req.actor, move |c, ops| Ok(billing::audit(c, ops.actor, "channel.test", &name, &detail)?))
+                .await?;
+            ok(json!(outcome))
         }
         ("GET", ["admin", "channels"]) => {
             ok(json!({"channels": app.channels.all().iter().map(|c| channel_json(c)).collect::<Vec<_>>()}))

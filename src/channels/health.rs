@@ -32,35 +32,105 @@ impl Default for Probe {
     }
 }
 
-/// One probe: `GET {base}{path}` with the channel's own key; any 2xx passes.
-pub async fn probe_once(connector: &Connector, ch: &Channel) -> Result<(), String> {
+/// One exchange with a channel's upstream, with its own key: the status and
+/// up to 4 MiB of the answer. `Err` when no answer came.
+async fn exchange(
+    connector: &Connector,
+    ch: &Channel,
+    method: &str,
+    path: &str,
+    body: Option<&[u8]>,
+    timeout: Duration,
+) -> Result<(u16, Vec<u8>), String> {
     let peer = ch.peer().ok_or_else(|| format!("{} is not resolved", ch.base_url().host))?;
-    let path = format!("{}{}", ch.base_url().path, ch.cfg.health.path);
-    let mut req = RequestHeader::build("GET", path.as_bytes(), None).map_err(|e| e.to_string())?;
+    let mut req = RequestHeader::build(method, path.as_bytes(), None).map_err(|e| e.to_string())?;
     req.insert_header("host", ch.base_url().authority()).map_err(|e| e.to_string())?;
     req.insert_header("accept", "application/json").map_err(|e| e.to_string())?;
     req.insert_header("user-agent", "codex-proxy-health-check").map_err(|e| e.to_string())?;
+    if let Some(b) = body {
+        req.insert_header("content-type", "application/json").map_err(|e| e.to_string())?;
+        req.insert_header("content-length", b.len().to_string()).map_err(|e| e.to_string())?;
+    }
     ch.apply_auth(&mut req).map_err(|e| e.to_string())?;
     let (mut s, _) = connector.get_http_session(&peer).await.map_err(|e| format!("connect: {e}"))?;
-    s.set_read_timeout(Some(ch.cfg.health.timeout));
-    s.set_write_timeout(Some(ch.cfg.health.timeout));
+    s.set_read_timeout(Some(timeout));
+    s.set_write_timeout(Some(timeout));
     s.write_request_header(Box::new(req)).await.map_err(|e| e.to_string())?;
+    if let Some(b) = body {
+        s.write_request_body(bytes::Bytes::copy_from_slice(b), true).await.map_err(|e| e.to_string())?;
+    }
     s.finish_request_body().await.map_err(|e| e.to_string())?;
     s.read_response_header().await.map_err(|e| format!("no response: {e}"))?;
     let status = s.response_header().map(|r| r.status.as_u16()).unwrap_or(0);
-    let mut read = 0usize;
+    let mut read = Vec::new();
     while let Ok(Some(b)) = s.read_response_body().await {
-        read += b.len();
-        if read > 4 << 20 {
-            break;
+        if read.len() < 4 << 20 {
+            read.extend_from_slice(&b);
         }
     }
     if (200..300).contains(&status) {
         connector.release_http_session(s, &peer, Some(Duration::from_secs(30))).await;
-        Ok(())
     } else {
         s.shutdown().await;
+    }
+    Ok((status, read))
+}
+
+/// One probe: `GET {base}{path}` with the channel's own key; any 2xx passes.
+pub async fn probe_once(connector: &Connector, ch: &Channel) -> Result<(), String> {
+    let path = format!("{}{}", ch.base_url().path, ch.cfg.health.path);
+    let (status, _) = exchange(connector, ch, "GET", &path, None, ch.cfg.health.timeout).await?;
+    if (200..300).contains(&status) {
+        Ok(())
+    } else {
         Err(format!("health check GET {path} answered {status}"))
+    }
+}
+
+/// What an operator's test of a channel came to.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct TestOutcome {
+    pub ok: bool,
+    pub model: String,
+    pub status: Option<u16>,
+    pub latency_ms: u64,
+    /// The start of the answer (or the error): enough to see what happened.
+    pub detail: String,
+}
+
+/// Sends one small real request through a channel, as a client would: a chat
+/// (or Anthropic message) of one word and a few output tokens for its first
+/// model, or an embedding when it serves only embedding models.
+pub async fn test_once(connector: &Connector, ch: &Channel) -> TestOutcome {
+    let pick = ch.cfg.models.values().find(|m| !m.contains("embedding")).or_else(|| ch.cfg.models.values().next());
+    let model = pick.cloned().unwrap_or_default();
+    let embedding = model.contains("embedding");
+    let (suffix, body) = match ch.kind() {
+        _ if embedding => ("/embeddings", serde_json::json!({"model": model, "input": "ping"})),
+        crate::config::ChannelKind::Anthropic => (
+            "/v1/messages",
+            serde_json::json!({"model": model, "max_tokens": 8, "messages": [{"role": "user", "content": "ping"}]}),
+        ),
+        _ => (
+            "/chat/completions",
+            serde_json::json!({"model": model, "max_tokens": 8, "messages": [{"role": "user", "content": "ping"}]}),
+        ),
+    };
+    let path = format!("{}{suffix}", ch.base_url().path);
+    let started = std::time::Instant::now();
+    let body = body.to_string();
+    let result = exchange(connector, ch, "POST", &path, Some(body.as_bytes()), ch.cfg.timeouts.first_byte).await;
+    let latency_ms = started.elapsed().as_millis() as u64;
+    let snippet = |b: &[u8]| String::from_utf8_lossy(&b[..b.len().min(400)]).into_owned();
+    match result {
+        Ok((status, b)) => TestOutcome {
+            ok: (200..300).contains(&status),
+            model,
+            status: Some(status),
+            latency_ms,
+            detail: snippet(&b),
+        },
+        Err(e) => TestOutcome { ok: false, model, status: None, latency_ms, detail: e },
     }
 }
 

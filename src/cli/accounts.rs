@@ -120,6 +120,7 @@ pub enum By {
     User,
     Key,
     Model,
+    Channel,
     Day,
 }
 
@@ -131,6 +132,8 @@ pub struct UsageArgs {
     key: Option<i64>,
     #[arg(long)]
     model: Option<String>,
+    #[arg(long)]
+    channel: Option<String>,
     /// From this day (YYYY-MM-DD, in the billing timezone) or time.
     #[arg(long)]
     since: Option<String>,
@@ -367,6 +370,7 @@ pub fn usage(cfg: &Config, args: UsageArgs) -> Result<(), String> {
         user_id,
         key_id: args.key,
         model: args.model.clone(),
+        channel: args.channel.clone(),
         since_ms: args.since.as_deref().map(|s| parse_time(s, tz)).transpose()?,
         until_ms: args.until.as_deref().map(|s| parse_time(s, tz)).transpose()?,
     };
@@ -374,6 +378,7 @@ pub fn usage(cfg: &Config, args: UsageArgs) -> Result<(), String> {
         By::User => GroupBy::User,
         By::Key => GroupBy::Key,
         By::Model => GroupBy::Model,
+        By::Channel => GroupBy::Channel,
         By::Day => GroupBy::Day,
     };
     let rows = usage::report(&conn, &filter, group, tz).map_err(|e| e.to_string())?;

@@ -33,6 +33,7 @@ pub async fn settle(app: &App, session: &Session, ctx: &mut RequestCtx) {
     if ctx.status == 0 {
         ctx.status = session.response_written().map(|r| r.status.as_u16()).unwrap_or(0);
     }
+    app.traffic.record(ctx.received_ms, ctx.status);
     let usage = ctx.usage.unwrap_or_default();
     let cost = ctx.model.as_deref().and_then(|m| app.config.model(m)).map(|m| usage.cost(&m.price)).unwrap_or(0);
     // Charge (or just release) the admission: the upstream's reported usage,

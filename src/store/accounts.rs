@@ -11,6 +11,8 @@ pub struct UserRow {
     pub email: String,
     pub status: String,
     pub created_at: i64,
+    /// `user` or `admin` (an operator who signs in with their password).
+    pub role: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -52,10 +54,10 @@ pub fn normalize_email(email: &str) -> Option<String> {
     ok.then(|| e.to_lowercase())
 }
 
-const USER_COLS: &str = "id, email, status, created_at";
+const USER_COLS: &str = "id, email, status, created_at, role";
 
 fn user_row(r: &Row) -> rusqlite::Result<UserRow> {
-    Ok(UserRow { id: r.get(0)?, email: r.get(1)?, status: r.get(2)?, created_at: r.get(3)? })
+    Ok(UserRow { id: r.get(0)?, email: r.get(1)?, status: r.get(2)?, created_at: r.get(3)?, role: r.get(4)? })
 }
 
 pub fn add_user(conn: &Connection, email: &str) -> Result<UserRow, StoreError> {
@@ -118,6 +120,28 @@ pub fn list_users(conn: &Connection) -> Result<Vec<UserRow>, StoreError> {
     let mut stmt = conn.prepare(&format!("SELECT {USER_COLS} FROM users ORDER BY id")).ctx("listing users")?;
     let rows = stmt.query_map([], user_row).ctx("listing users")?;
     rows.collect::<Result<_, _>>().ctx("listing users")
+}
+
+/// Up to `limit` users whose email contains `q` (any case), by id, after
+/// `after` (keyset pages).
+pub fn search_users(conn: &Connection, q: &str, after: i64, limit: i64) -> Result<Vec<UserRow>, StoreError> {
+    let pattern = format!("%{}%", q.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
+    let mut stmt = conn
+        .prepare_cached(&format!(
+            "SELECT {USER_COLS} FROM users WHERE email LIKE ?1 ESCAPE '\\' AND id > ?2 ORDER BY id LIMIT ?3"
+        ))
+        .ctx("searching users")?;
+    let rows = stmt.query_map(params![pattern, after, limit], user_row).ctx("searching users")?;
+    rows.collect::<Result<_, _>>().ctx("searching users")
+}
+
+pub fn count_users(conn: &Connection) -> Result<i64, StoreError> {
+    conn.query_row("SELECT COUNT(*) FROM users", [], |r| r.get(0)).ctx("counting users")
+}
+
+pub fn set_role(conn: &Connection, user_id: i64, role: &str) -> Result<(), StoreError> {
+    conn.execute("UPDATE users SET role = ?1 WHERE id = ?2", params![role, user_id]).ctx("setting role")?;
+    Ok(())
 }
 
 pub fn set_password(conn: &Connection, user_id: i64, hash: &str) -> Result<(), StoreError> {
@@ -298,5 +322,14 @@ mod tests {
         assert_eq!((login.id, login.banned, login.password_hash), (u.id, false, None));
         assert_eq!(login_by_id(&conn, u.id).unwrap().email, "bob@example.com");
         assert_eq!(user_by_id(&conn, u.id).unwrap(), u);
+        add_user(&conn, "a_b@x.io").unwrap();
+        add_user(&conn, "axb@x.io").unwrap();
+        let found: Vec<String> = search_users(&conn, "a_b", 0, 10).unwrap().into_iter().map(|u| u.email).collect();
+        assert_eq!(found, vec!["a_b@x.io"], "_ is a character, not a wildcard");
+        let page1 = search_users(&conn, "", 0, 2).unwrap();
+        let page2 = search_users(&conn, "", page1[1].id, 2).unwrap();
+        assert_eq!((page1.len(), page2.len(), count_users(&conn).unwrap()), (2, 1, 3));
+        set_role(&conn, u.id, "admin").unwrap();
+        assert_eq!(user_by_id(&conn, u.id).unwrap().role, "admin");
     }
 }

@@ -305,9 +305,25 @@ pub fn code_by_hash(conn: &Connection, hash: &str) -> Result<Option<CodeRow>, St
 }
 
 pub fn list_codes(conn: &Connection) -> Result<Vec<CodeRow>, StoreError> {
-    let mut stmt =
-        conn.prepare(&format!("SELECT {CODE_COLS} FROM redemption_codes ORDER BY id")).ctx("listing codes")?;
-    let rows = stmt.query_map([], code_row).ctx("listing codes")?;
+    page_codes(conn, None, None, 0, i64::MAX)
+}
+
+/// Codes by id after `after`, optionally of one batch or status.
+pub fn page_codes(
+    conn: &Connection,
+    batch: Option<&str>,
+    status: Option<&str>,
+    after: i64,
+    limit: i64,
+) -> Result<Vec<CodeRow>, StoreError> {
+    let mut stmt = conn
+        .prepare_cached(&format!(
+            "SELECT {CODE_COLS} FROM redemption_codes
+             WHERE (?1 IS NULL OR batch = ?1) AND (?2 IS NULL OR status = ?2) AND id > ?3
+             ORDER BY id LIMIT ?4"
+        ))
+        .ctx("listing codes")?;
+    let rows = stmt.query_map(params![batch, status, after, limit], code_row).ctx("listing codes")?;
     rows.collect::<Result<_, _>>().ctx("listing codes")
 }
 

@@ -56,6 +56,7 @@ pub struct UsageFilter {
     pub user_id: Option<i64>,
     pub key_id: Option<i64>,
     pub model: Option<String>,
+    pub channel: Option<String>,
     pub since_ms: Option<i64>,
     pub until_ms: Option<i64>,
 }
@@ -87,6 +88,9 @@ impl UsageFilter {
         if let Some(m) = &self.model {
             add("u.model = ?", Value::Text(m.clone()));
         }
+        if let Some(c) = &self.channel {
+            add("u.channel = ?", Value::Text(c.clone()));
+        }
         if let Some(t) = self.since_ms {
             add(&format!("{time} >= ?"), Value::Integer(t));
         }
@@ -104,6 +108,7 @@ pub enum GroupBy {
     User,
     Key,
     Model,
+    Channel,
     Day,
 }
 
@@ -142,6 +147,7 @@ fn report_from(
         GroupBy::User => "COALESCE((SELECT email FROM users WHERE id = u.user_id), '-')".to_string(),
         GroupBy::Key => "COALESCE((SELECT 'codex_' || lookup FROM api_keys WHERE id = u.key_id), '-')".to_string(),
         GroupBy::Model => "COALESCE(NULLIF(u.model, ''), '-')".to_string(),
+        GroupBy::Channel => "COALESCE(NULLIF(u.channel, ''), '-')".to_string(),
         GroupBy::Day => format!("date({time} / 1000 + {utc_offset_secs}, 'unixepoch')"),
     };
     let (clause, params) = filter.clause_on(time);
@@ -249,12 +255,15 @@ impl<'a> Rollup<'a> {
     }
 }
 
-/// One request as its user sees it (no channel or upstream details).
+/// One request. The console shows its user what they asked for; the
+/// operator console also which user and channel.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UsageRow {
     pub id: i64,
     pub request_id: String,
     pub created_at: i64,
+    pub email: Option<String>,
+    pub channel: Option<String>,
     pub key_id: Option<i64>,
     pub key_name: Option<String>,
     pub key_prefix: Option<String>,
@@ -279,6 +288,8 @@ fn usage_row(r: &Row) -> rusqlite::Result<UsageRow> {
         id: r.get(0)?,
         request_id: r.get(1)?,
         created_at: r.get(2)?,
+        email: r.get(20)?,
+        channel: r.get(21)?,
         key_id: r.get(3)?,
         key_name: r.get(4)?,
         key_prefix: r.get::<_, Option<String>>(5)?.map(|l| crate::auth::display_prefix(&l)),
@@ -334,7 +345,8 @@ pub fn page(
     let mut sql = format!(
         "SELECT u.id, u.request_id, u.created_at, u.key_id, k.name, k.lookup, u.endpoint, u.model, u.status,
                 u.input_tokens, u.cached_tokens, u.cache_write_tokens, u.output_tokens, u.reasoning_tokens,
-                u.cost, u.latency_ms, u.ttfb_ms, u.stream, u.estimated, u.billed_to
+                u.cost, u.latency_ms, u.ttfb_ms, u.stream, u.estimated, u.billed_to,
+                (SELECT email FROM users WHERE id = u.user_id), u.channel
          FROM usage u LEFT JOIN api_keys k ON k.id = u.key_id {clause}"
     );
     if let Some(c) = before {
@@ -430,7 +442,7 @@ mod tests {
                 key_id: [Some(1), Some(2), None][rng.gen_range(0..3)],
                 endpoint: "chat",
                 model: models[rng.gen_range(0..3)].map(str::to_string),
-                channel: Some("c".into()),
+                channel: Some(["c", "d"][rng.gen_range(0..2)].into()),
                 input_tokens: rng.gen_range(0..1000),
                 cached_tokens: rng.gen_range(0..100),
                 output_tokens: rng.gen_range(0..500),
@@ -444,7 +456,7 @@ mod tests {
         let conn = super::super::open(&path).unwrap();
         // Days in three time zones, per model, per user, and with filters.
         for tz in [0, 8 * 3600, -(5 * 3600 + 1800)] {
-            for group in [GroupBy::Day, GroupBy::Model, GroupBy::User, GroupBy::Key] {
+            for group in [GroupBy::Day, GroupBy::Model, GroupBy::User, GroupBy::Key, GroupBy::Channel] {
                 for f in [
                     UsageFilter::default(),
                     UsageFilter { user_id: Some(2), since_ms: Some(3 * DAY - tz as i64 * 1000), ..Default::default() },

@@ -84,6 +84,7 @@ impl Query {
             model: self.model.clone(),
             since_ms: Some(Self::start_ms(self.from, tz)),
             until_ms: Some(Self::start_ms(self.to, tz) + DAY_MS),
+            channel: None,
         }
     }
 
