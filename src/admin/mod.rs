@@ -3,7 +3,8 @@
 //! uses, with an audit record) on a blocking thread, then waits for the
 //! gateway's writer to load it, so the change is live when the call returns.
 
-mod routes;
+pub mod routes;
+mod settings;
 
 use crate::app::App;
 use async_trait::async_trait;
@@ -95,8 +96,10 @@ pub struct Req {
 }
 
 impl Req {
+    /// A query parameter; an empty value counts as absent (`?status=` is
+    /// what a form sends for "any").
     pub fn query(&self, name: &str) -> Option<&str> {
-        self.query.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str())
+        self.query.iter().find(|(k, v)| k == name && !v.is_empty()).map(|(_, v)| v.as_str())
     }
     pub fn json(&self) -> Result<Value, AdminError> {
         if self.body.is_empty() {
@@ -107,33 +110,75 @@ impl Req {
     }
 }
 
-fn percent_decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'%' if i + 2 < b.len() => {
-                match u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16) {
-                    Ok(v) => {
-                        out.push(v);
-                        i += 3;
-                        continue;
-                    }
-                    Err(_) => out.push(b'%'),
+/// A decoded path segment. `+` stays a plus: it is only a space in query
+/// strings, and emails such as `bob+tag@example.com` use it.
+pub fn path_segment(s: &str) -> String {
+    percent_encoding::percent_decode_str(s).decode_utf8_lossy().into_owned()
+}
+
+/// Reads a request body up to `limit` bytes; `None` when it is larger.
+async fn read_body(s: &mut ServerSession, limit: usize) -> Result<Option<Vec<u8>>, String> {
+    let mut body = Vec::new();
+    loop {
+        match s.read_request_body().await {
+            Ok(Some(chunk)) => {
+                if body.len() + chunk.len() > limit {
+                    return Ok(None);
                 }
+                body.extend_from_slice(&chunk);
             }
-            b'+' => out.push(b' '),
-            c => out.push(c),
+            Ok(None) => return Ok(Some(body)),
+            Err(e) => return Err(e.to_string()),
         }
-        i += 1;
     }
-    String::from_utf8_lossy(&out).into_owned()
+}
+
+impl Admin {
+    /// The operator console: every path outside `/admin/`.
+    async fn operator(&self, s: &mut ServerSession) -> Response<Vec<u8>> {
+        let Some(site) = &self.app.site else {
+            return json_response(StatusCode::NOT_FOUND, &json!({"error": "the website is off (console.enabled)"}));
+        };
+        let h = s.req_header();
+        let (method, headers) = (h.method.clone(), h.headers.clone());
+        let (path, query) = (h.uri.path().to_string(), h.uri.query().unwrap_or("").to_string());
+        let tls = s.digest().is_some_and(|d| d.ssl_digest.is_some());
+        let client_ip = s.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip());
+        let body = match read_body(s, crate::web::body_limit(&path)).await {
+            Ok(Some(b)) => bytes::Bytes::from(b),
+            Ok(None) => return respond(StatusCode::PAYLOAD_TOO_LARGE, "text/plain", b"Form too large".to_vec()),
+            Err(e) => return respond(StatusCode::BAD_REQUEST, "text/plain", e.into_bytes()),
+        };
+        let req = crate::web::Request { method, path, query, headers, body, client_ip, tls };
+        let resp = site.handle_operator(&self.app, &req, &self.token).await;
+        let mut out = Response::builder().status(resp.status);
+        for (k, v) in &resp.headers {
+            out = out.header(*k, v.as_str());
+        }
+        for (k, v) in crate::web::security_headers(tls) {
+            out = out.header(k, v);
+        }
+        let body = match resp.body {
+            crate::web::Body::Full(b) => b.to_vec(),
+            crate::web::Body::Stream(mut rx) => {
+                let mut all = Vec::new();
+                while let Some(chunk) = rx.recv().await {
+                    all.extend_from_slice(&chunk);
+                }
+                all
+            }
+        };
+        out.header("content-length", body.len()).body(body).unwrap_or_else(|_| Response::new(Vec::new()))
+    }
 }
 
 #[async_trait]
 impl ServeHttp for Admin {
     async fn response(&self, s: &mut ServerSession) -> Response<Vec<u8>> {
+        let path = s.req_header().uri.path();
+        if path != "/admin" && !path.starts_with("/admin/") {
+            return self.operator(s).await;
+        }
         let header = s.req_header();
         let presented = header
             .headers
@@ -147,32 +192,13 @@ impl ServeHttp for Admin {
             return json_response(StatusCode::UNAUTHORIZED, &json!({"error": msg}));
         }
         let method = header.method.to_string();
-        let segments: Vec<String> =
-            header.uri.path().split('/').filter(|p| !p.is_empty()).map(percent_decode).collect();
-        let query = header
-            .uri
-            .query()
-            .unwrap_or("")
-            .split('&')
-            .filter(|p| !p.is_empty())
-            .map(|p| {
-                let (k, v) = p.split_once('=').unwrap_or((p, ""));
-                (percent_decode(k), percent_decode(v))
-            })
-            .collect();
-        let mut body = Vec::new();
-        loop {
-            match s.read_request_body().await {
-                Ok(Some(chunk)) => {
-                    if body.len() + chunk.len() > MAX_BODY {
-                        return json_response(StatusCode::PAYLOAD_TOO_LARGE, &json!({"error": "body too large"}));
-                    }
-                    body.extend_from_slice(&chunk);
-                }
-                Ok(None) => break,
-                Err(e) => return json_response(StatusCode::BAD_REQUEST, &json!({"error": e.to_string()})),
-            }
-        }
+        let segments: Vec<String> = header.uri.path().split('/').filter(|p| !p.is_empty()).map(path_segment).collect();
+        let query = form_urlencoded::parse(header.uri.query().unwrap_or("").as_bytes()).into_owned().collect();
+        let body = match read_body(s, MAX_BODY).await {
+            Ok(Some(b)) => b,
+            Ok(None) => return json_response(StatusCode::PAYLOAD_TOO_LARGE, &json!({"error": "body too large"})),
+            Err(e) => return json_response(StatusCode::BAD_REQUEST, &json!({"error": e})),
+        };
         let req = Req { actor: "admin-api".into(), method, segments, query, body: Bytes::from(body) };
         match routes::route(&self.app, req).await {
             Ok(Reply::Json(status, v)) => json_response(status, &v),
@@ -188,8 +214,8 @@ mod tests {
 
     #[test]
     fn decodes_paths() {
-        assert_eq!(percent_decode("a%40b.c"), "a@b.c");
-        assert_eq!(percent_decode("x+y"), "x y");
-        assert_eq!(percent_decode("100%"), "100%");
+        assert_eq!(path_segment("a%40b.c"), "a@b.c");
+        assert_eq!(path_segment("bob+tag@x.io"), "bob+tag@x.io");
+        assert_eq!(path_segment("100%"), "100%");
     }
 }

@@ -487,6 +487,7 @@ pub async fn route(app: &Arc<App>, req: Req) -> AdminResult {
         ("GET", ["admin", "overview"]) => overview(app, &req).await,
         ("GET", ["admin", "config"]) => ok(json!({
             "loaded_at": when(Some(app.loaded_at)),
+            "summary": super::settings::summary(&app.config),
             "effective": format!("{:#?}", app.config),
         })),
         ("POST", ["admin", "channels", name, "test"]) => {

@@ -21,6 +21,7 @@ use crate::store::writer::WriteOp;
 use bytes::{Bytes, BytesMut};
 use pingora::proxy::Session;
 use serde_json::json;
+use std::sync::Arc;
 
 /// The model `/v1/embeddings` uses when the request names none.
 pub const DEFAULT_EMBEDDING_MODEL: &str = "text-embedding-3-small";
@@ -29,7 +30,7 @@ fn header<'a>(session: &'a Session, name: &str) -> Option<&'a [u8]> {
     session.req_header().headers.get(name).map(|v| v.as_bytes())
 }
 
-pub async fn handle(app: &App, session: &mut Session, ctx: &mut RequestCtx) -> Result<(), GatewayError> {
+pub async fn handle(app: &Arc<App>, session: &mut Session, ctx: &mut RequestCtx) -> Result<(), GatewayError> {
     let req = session.req_header();
     let websocket = req.headers.get("upgrade").is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
     let (shape, endpoint) = api::classify(&RouteInput {

@@ -11,13 +11,14 @@ use crate::web::{self, Body, Request, Response};
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
+use std::sync::Arc;
 
 /// Whether a path belongs to the API (its misses stay JSON errors).
 pub fn is_api_path(path: &str) -> bool {
     path == "/v1" || path.starts_with("/v1/")
 }
 
-pub async fn serve(app: &App, site: &web::Site, session: &mut Session, ctx: &mut RequestCtx) {
+pub async fn serve(app: &Arc<App>, site: &web::Site, session: &mut Session, ctx: &mut RequestCtx) {
     let resp = match request(session).await {
         Ok(req) => site.handle(app, &req).await,
         Err(resp) => resp,
@@ -61,18 +62,8 @@ async fn write(session: &mut Session, ctx: &mut RequestCtx, resp: Response) {
     for (k, v) in &headers {
         let _ = head.append_header(*k, v.as_str());
     }
-    let security = [
-        ("content-security-policy", web::CSP),
-        ("x-frame-options", "DENY"),
-        ("x-content-type-options", "nosniff"),
-        ("referrer-policy", "same-origin"),
-        ("cross-origin-opener-policy", "same-origin"),
-    ];
-    for (k, v) in security {
+    for (k, v) in web::security_headers(tls) {
         let _ = head.insert_header(k, v);
-    }
-    if tls {
-        let _ = head.insert_header("strict-transport-security", "max-age=31536000");
     }
     let _ = head.insert_header("x-request-id", ctx.request_id.as_str());
     match &body {

@@ -95,6 +95,75 @@ pub fn touch(conn: &Connection, stamps: &[(i64, i64)]) -> Result<(), StoreError>
     Ok(())
 }
 
+/// An operator console session: who acts (`token` for the admin token, or
+/// the email of a user whose role is admin) and until when.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OperatorSession {
+    pub id: i64,
+    pub actor: String,
+    pub user_id: Option<i64>,
+    pub last_seen_at: i64,
+    pub expires_at: i64,
+    /// False when the user behind it is no longer an admin, or is banned.
+    pub still_allowed: bool,
+}
+
+pub fn create_operator(
+    conn: &Connection,
+    token_hash: &str,
+    actor: &str,
+    user_id: Option<i64>,
+    now: i64,
+    expires_at: i64,
+) -> Result<i64, StoreError> {
+    conn.execute(
+        "INSERT INTO operator_sessions(token_hash, actor, user_id, created_at, last_seen_at, expires_at)
+         VALUES (?1, ?2, ?3, ?4, ?4, ?5)",
+        params![token_hash, actor, user_id, now, expires_at],
+    )
+    .ctx("creating operator session")?;
+    Ok(conn.last_insert_rowid())
+}
+
+pub fn find_operator(conn: &Connection, token_hash: &str) -> Result<Option<OperatorSession>, StoreError> {
+    conn.query_row(
+        "SELECT s.id, s.actor, s.user_id, s.last_seen_at, s.expires_at,
+                s.user_id IS NULL OR (u.role = 'admin' AND u.status = 'active')
+         FROM operator_sessions s LEFT JOIN users u ON u.id = s.user_id WHERE s.token_hash = ?1",
+        [token_hash],
+        |r| {
+            Ok(OperatorSession {
+                id: r.get(0)?,
+                actor: r.get(1)?,
+                user_id: r.get(2)?,
+                last_seen_at: r.get(3)?,
+                expires_at: r.get(4)?,
+                still_allowed: r.get(5)?,
+            })
+        },
+    )
+    .optional()
+    .ctx("reading operator session")
+}
+
+/// Ends an operator session (`None`: every one past its time).
+pub fn end_operator(conn: &Connection, id: Option<i64>, now: i64, idle_ms: i64) -> Result<usize, StoreError> {
+    match id {
+        Some(id) => conn.execute("DELETE FROM operator_sessions WHERE id = ?1", [id]),
+        None => conn.execute(
+            "DELETE FROM operator_sessions WHERE expires_at <= ?1 OR last_seen_at <= ?2",
+            params![now, now - idle_ms],
+        ),
+    }
+    .ctx("ending operator sessions")
+}
+
+pub fn touch_operator(conn: &Connection, id: i64, at: i64) -> Result<(), StoreError> {
+    conn.execute("UPDATE operator_sessions SET last_seen_at = ?2 WHERE id = ?1 AND last_seen_at < ?2", params![id, at])
+        .ctx("touching operator session")?;
+    Ok(())
+}
+
 /// How long a form token is remembered: far longer than anyone double-clicks.
 const FORM_TOKEN_TTL_MS: i64 = 86_400_000;
 

@@ -77,6 +77,11 @@ pub enum WriteOp {
         session_id: i64,
         at: i64,
     },
+    /// An operator console session was used.
+    OperatorSeen {
+        session_id: i64,
+        at: i64,
+    },
     /// Commits everything queued before it, checks for external changes (so an
     /// admin change written on another connection is loaded), then acknowledges.
     Flush(std_mpsc::Sender<()>),
@@ -271,6 +276,7 @@ fn commit(conn: &Connection, ops: &[WriteOp]) -> Result<(), StoreError> {
                 let e = seen.entry(*session_id).or_insert(*at);
                 *e = (*e).max(*at);
             }
+            WriteOp::OperatorSeen { session_id, at } => super::sessions::touch_operator(&tx, *session_id, *at)?,
             WriteOp::Flush(_) => {}
         }
     }

@@ -30,6 +30,8 @@ pub struct Page<'a> {
     pub path: &'a str,
     /// The signed-in user's email, when there is a session.
     pub user: Option<&'a str>,
+    /// On the admin listener, where only operator pages exist.
+    pub operator: bool,
 }
 
 /// Which top-level part of the site a page belongs to.
@@ -39,11 +41,14 @@ pub enum Section {
     Pricing,
     Console,
     Auth,
+    /// The operator console (on the admin listener).
+    Operator,
 }
 
 /// A complete HTML document around `body`.
 pub fn document(p: &Page, title: &str, section: Section, body: Markup) -> Markup {
     let t = p.t;
+    let section = if p.operator { Section::Operator } else { section };
     let full_title = if title.is_empty() { p.site.to_string() } else { format!("{title} · {}", p.site) };
     html! {
         (DOCTYPE)
@@ -60,7 +65,7 @@ pub fn document(p: &Page, title: &str, section: Section, body: Markup) -> Markup
             body {
                 (top_bar(p, section))
                 (body)
-                footer.foot {
+                @if section != Section::Operator { footer.foot {
                     div.foot-in {
                         span { "© " (p.site) }
                         a href="/" { (t.nav_docs) }
@@ -68,7 +73,7 @@ pub fn document(p: &Page, title: &str, section: Section, body: Markup) -> Markup
                         a href="/docs/errors" { (t.docs_errors) }
                         a href="/console/dashboard" { (t.nav_console) }
                     }
-                }
+                } }
             }
         }
     }
@@ -77,6 +82,19 @@ pub fn document(p: &Page, title: &str, section: Section, body: Markup) -> Markup
 fn top_bar(p: &Page, section: Section) -> Markup {
     let t = p.t;
     let other = p.lang.other();
+    if section == Section::Operator {
+        return html! {
+            header.top.operator {
+                div.top-in {
+                    a.brand href="/" { img src=(assets::url("logo.svg")) alt=""; span { (p.site) } span.pill { (t.op_console) } }
+                    nav aria-label=(t.nav_main) {
+                        @if let Some(who) = p.user { span.sub.hide-narrow { (who) } }
+                        a.lang href=(format!("{}?lang={}", p.path, other.code())) hreflang=(other.tag()) lang=(other.tag()) { (other.label()) }
+                    }
+                }
+            }
+        };
+    }
     html! {
         header.top {
             div.top-in {
@@ -105,9 +123,10 @@ fn top_bar(p: &Page, section: Section) -> Markup {
 /// One sidebar entry: `(path, label)`.
 pub type NavItem<'a> = (&'a str, &'a str);
 
-/// A sidebar with titled groups; on narrow screens it becomes one row of
-/// links that scrolls sideways, above the content.
-pub fn sidebar(p: &Page, label: &str, groups: &[(&str, Vec<NavItem>)]) -> Markup {
+/// A sidebar with titled groups, then `tail` (a sign-out form); on narrow
+/// screens it becomes one row of links that scrolls sideways, above the
+/// content.
+pub fn sidebar(p: &Page, label: &str, groups: &[(&str, Vec<NavItem>)], tail: Option<Markup>) -> Markup {
     html! {
         nav.side aria-label=(label) {
             @if let Some(email) = p.user.filter(|_| p.path.starts_with("/console")) { div.who { (email) } }
@@ -117,6 +136,7 @@ pub fn sidebar(p: &Page, label: &str, groups: &[(&str, Vec<NavItem>)]) -> Markup
                     a.on[is_current(p.path, href)] href=(href) aria-current=[is_current(p.path, href).then_some("page")] { (text) }
                 }
             }
+            @if let Some(tail) = tail { div.side-tail { (tail) } }
         }
     }
 }
@@ -160,7 +180,7 @@ pub fn docs_sidebar(p: &Page) -> Markup {
             ],
         ),
     ];
-    sidebar(p, t.menu, &groups)
+    sidebar(p, t.menu, &groups, None)
 }
 
 /// The console sidebar.
@@ -179,7 +199,7 @@ pub fn console_sidebar(p: &Page) -> Markup {
         (t.console_group_credits, vec![("/console/redeem", t.console_redeem), ("/console/billing", t.console_buy)]),
         (t.console_group_account, vec![("/console/account", t.console_account), ("/", t.nav_docs)]),
     ];
-    sidebar(p, t.menu, &groups)
+    sidebar(p, t.menu, &groups, None)
 }
 
 /// A block with the two base URLs and copy buttons.

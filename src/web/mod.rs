@@ -17,13 +17,14 @@ mod docs;
 mod format;
 mod i18n;
 mod layout;
+mod operator;
 mod request;
 mod response;
 mod session;
 mod throttle;
 
 pub use request::{Request, MAX_FORM_BYTES};
-pub use response::{Body, Response, CSP};
+pub use response::{security_headers, Body, Response, CSP};
 
 use crate::app::App;
 use crate::config::{Config, ConsoleConfig};
@@ -31,6 +32,7 @@ use i18n::{Lang, Text};
 use layout::{BaseUrls, Page};
 use maud::html;
 use session::Csrf;
+use std::sync::Arc;
 use throttle::Throttle;
 use tokio::sync::Semaphore;
 
@@ -46,6 +48,8 @@ pub struct Site {
     sign_in_per_account: Throttle,
     sign_up_per_ip: Throttle,
     hashing: Semaphore,
+    /// New code batches, downloadable once (operator console).
+    code_downloads: operator::CodeDownloads,
 }
 
 impl Site {
@@ -61,11 +65,12 @@ impl Site {
             sign_in_per_account: Throttle::new(th.sign_in_per_account, window),
             sign_up_per_ip: Throttle::new(th.sign_up_per_ip, window),
             hashing: Semaphore::new(CONCURRENT_HASHES),
+            code_downloads: Default::default(),
         })
     }
 
     /// Answers one website request.
-    pub async fn handle(&self, app: &App, req: &Request) -> Response {
+    pub async fn handle(&self, app: &Arc<App>, req: &Request) -> Response {
         let chosen = req.param("lang").and_then(|l| Lang::from_code(&l));
         let env = Env::new(self, app, req, chosen);
         let resp = route(&env).await;
@@ -79,9 +84,34 @@ impl Site {
     }
 }
 
+impl Site {
+    /// Answers one request for the operator console (the admin listener's
+    /// paths outside `/admin/`). `admin_token` is the token operators may
+    /// sign in with.
+    pub async fn handle_operator(&self, app: &Arc<App>, req: &Request, admin_token: &str) -> Response {
+        let chosen = req.param("lang").and_then(|l| Lang::from_code(&l));
+        let env = Env { operator: true, ..Env::new(self, app, req, chosen) };
+        let resp = match req.path.strip_prefix("/assets/") {
+            Some(file) if matches!(req.method, http::Method::GET | http::Method::HEAD) => {
+                assets::serve(file).unwrap_or_else(|| not_found(&env))
+            }
+            _ => operator::route(&env, admin_token).await,
+        };
+        match chosen {
+            Some(lang) => resp.cookie(&session::strict_cookie(
+                session::LANG_COOKIE,
+                lang.code().to_string(),
+                365 * 86_400,
+                env.secure,
+            )),
+            None => resp,
+        }
+    }
+}
+
 /// What a handler needs about the request it answers.
 pub(crate) struct Env<'a> {
-    pub app: &'a App,
+    pub app: &'a Arc<App>,
     pub site: &'a Site,
     pub req: &'a Request,
     pub lang: Lang,
@@ -89,16 +119,18 @@ pub(crate) struct Env<'a> {
     pub urls: BaseUrls,
     /// Cookies get `Secure` (TLS listener, or an https `public_url`).
     pub secure: bool,
+    /// Served on the admin listener: every page gets the operator chrome.
+    pub operator: bool,
 }
 
 impl<'a> Env<'a> {
-    fn new(site: &'a Site, app: &'a App, req: &'a Request, chosen: Option<Lang>) -> Env<'a> {
+    fn new(site: &'a Site, app: &'a Arc<App>, req: &'a Request, chosen: Option<Lang>) -> Env<'a> {
         let console = &app.config.console;
         let lang = chosen
             .or_else(|| req.cookie(session::LANG_COOKIE).and_then(|c| Lang::from_code(&c)))
             .unwrap_or_else(|| Lang::negotiate(req.header("accept-language")));
         let secure = req.tls || console.public_url.as_deref().is_some_and(|u| u.starts_with("https://"));
-        Env { app, site, req, lang, t: lang.text(), urls: base_urls(console, req), secure }
+        Env { app, site, req, lang, t: lang.text(), urls: base_urls(console, req), secure, operator: false }
     }
 
     pub fn console(&self) -> &ConsoleConfig {
@@ -113,6 +145,7 @@ impl<'a> Env<'a> {
             urls: &self.urls,
             path: &self.req.path,
             user,
+            operator: self.operator,
         }
     }
 
@@ -212,7 +245,8 @@ pub(crate) fn not_found(env: &Env) -> Response {
         div.auth {
             h1 { (t.not_found_title) }
             p { (t.not_found_body) }
-            p { a.btn href="/" { (t.nav_docs) } " " a.btn.ghost href="/console/dashboard" { (t.nav_console) } }
+            @if env.operator { p { a.btn href="/" { (t.op_overview) } } }
+            @else { p { a.btn href="/" { (t.nav_docs) } " " a.btn.ghost href="/console/dashboard" { (t.nav_console) } } }
         }
     };
     Response::html(404, layout::document(&p, t.not_found_title, layout::Section::Docs, body))

@@ -12,6 +12,22 @@ use tokio::sync::mpsc;
 pub const CSP: &str = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
      connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'";
 
+/// The headers every page carries: the CSP, no framing, no sniffing, the
+/// referrer policy, and HSTS over TLS.
+pub fn security_headers(tls: bool) -> Vec<(&'static str, &'static str)> {
+    let mut h = vec![
+        ("content-security-policy", CSP),
+        ("x-frame-options", "DENY"),
+        ("x-content-type-options", "nosniff"),
+        ("referrer-policy", "same-origin"),
+        ("cross-origin-opener-policy", "same-origin"),
+    ];
+    if tls {
+        h.push(("strict-transport-security", "max-age=31536000"));
+    }
+    h
+}
+
 pub enum Body {
     Full(Bytes),
     /// Chunks produced by a background task; the response ends when the

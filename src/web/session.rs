@@ -23,6 +23,16 @@ pub const ANON_COOKIE: &str = "cp_anon";
 /// The language preference cookie.
 pub const LANG_COOKIE: &str = "cp_lang";
 
+/// The operator console's session cookie (a different name from the user
+/// console's: cookies do not tell ports apart).
+pub fn operator_cookie_name(secure: bool) -> &'static str {
+    if secure {
+        "__Host-cp_operator"
+    } else {
+        "cp_operator"
+    }
+}
+
 /// The session cookie's name: browsers accept `__Host-` only with `Secure`.
 pub fn session_cookie_name(secure: bool) -> &'static str {
     if secure {
@@ -65,6 +75,11 @@ impl Csrf {
         self.encode(&format!("session:{session_hash}"))
     }
 
+    /// The token for forms of an operator console session.
+    pub fn for_operator(&self, session_hash: &str) -> String {
+        self.encode(&format!("operator:{session_hash}"))
+    }
+
     /// The token for pre-sign-in forms bound to the anonymous cookie.
     pub fn for_anon(&self, anon: &str) -> String {
         self.encode(&format!("anon:{anon}"))
@@ -82,10 +97,20 @@ impl Csrf {
 
 /// A cookie with the attributes every cookie of ours has.
 pub fn cookie(name: &'static str, value: String, max_age_secs: i64, secure: bool) -> Cookie<'static> {
+    cookie_with(name, value, max_age_secs, secure, SameSite::Lax)
+}
+
+/// The operator console's cookies: never sent with a request another site
+/// starts, not even a link.
+pub fn strict_cookie(name: &'static str, value: String, max_age_secs: i64, secure: bool) -> Cookie<'static> {
+    cookie_with(name, value, max_age_secs, secure, SameSite::Strict)
+}
+
+fn cookie_with(name: &'static str, value: String, max_age_secs: i64, secure: bool, site: SameSite) -> Cookie<'static> {
     Cookie::build((name, value))
         .path("/")
         .http_only(true)
-        .same_site(SameSite::Lax)
+        .same_site(site)
         .secure(secure)
         .max_age(cookie::time::Duration::seconds(max_age_secs))
         .build()
@@ -116,6 +141,7 @@ mod tests {
         assert!(Csrf::verify(&t, Some(&t)));
         assert!(!Csrf::verify(&t, Some(&c.for_session("abd"))));
         assert!(!Csrf::verify(&t, Some(&c.for_anon("abc"))));
+        assert!(!Csrf::verify(&t, Some(&c.for_operator("abc"))), "a user session's token is no operator's");
         assert!(!Csrf::verify(&t, None));
         assert!(!Csrf::verify(&t, Some("")));
         assert_ne!(Csrf::new([2; 32]).for_session("abc"), t, "the key matters");

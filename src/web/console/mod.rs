@@ -11,6 +11,8 @@ mod keys;
 mod redeem;
 mod usage;
 
+pub(crate) use usage::csv_field;
+
 use super::layout::{self, Page, Section};
 use super::response::Response;
 use super::session::{self, Csrf};
@@ -136,13 +138,13 @@ pub(crate) fn plain(p: &Page, title: &str, content: Markup) -> Markup {
     layout::document(p, title, Section::Auth, html! { div.auth { (content) } })
 }
 
-fn forbidden(env: &Env, message: &str) -> Response {
+pub(crate) fn forbidden(env: &Env, message: &str) -> Response {
     let p = env.page(None);
     let t = env.t;
     let body = html! {
         h1 { (t.forbidden_title) }
         (layout::notice("bad", message))
-        p { a.btn.ghost href="/console/dashboard" { (t.back_to_console) } }
+        p { a.btn.ghost href=(if env.operator { "/" } else { "/console/dashboard" }) { (t.back_to_console) } }
     };
     Response::html(403, plain(&p, t.forbidden_title, body))
 }

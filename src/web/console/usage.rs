@@ -412,7 +412,7 @@ fn csv_line(r: &UsageRow) -> String {
 }
 
 /// Quotes a CSV field when needed, and defuses spreadsheet formulas.
-fn csv_field(s: &str) -> String {
+pub(crate) fn csv_field(s: &str) -> String {
     let s = if s.starts_with(['=', '+', '-', '@']) { format!("'{s}") } else { s.to_string() };
     if s.contains([',', '"', '\n', '\r']) {
         format!("\"{}\"", s.replace('"', "\"\""))
