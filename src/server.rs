@@ -57,6 +57,7 @@ pub fn serve(cfg: Config, opts: ServeOptions) -> Result<(), ServeError> {
     let conn = store::open(&cfg.database)?;
     let accounts = Arc::new(Accounts::new(Directory::load(&conn)?));
     let billing = Arc::new(Billing::load(cfg.clone(), Arc::new(SystemClock), &conn)?);
+    let switched_off = store::channels::disabled(&conn)?;
     drop(conn);
 
     let demo = demo_active(&cfg);
@@ -81,6 +82,12 @@ pub fn serve(cfg: Config, opts: ServeOptions) -> Result<(), ServeError> {
             .map_err(|source| ServeError::Channels { source })?,
     );
     Resolver::resolve_all(&channels);
+    for (name, actor) in switched_off {
+        if let Some(ch) = channels.by_name(&name) {
+            ch.state.disable();
+            log::warn!("channel {name} stays disabled: {actor} disabled it (enable it in the console or with `channels enable`)");
+        }
+    }
 
     let (writer, writer_task) = Writer::channel();
     let (access_log, log_task) = match &cfg.access_log {

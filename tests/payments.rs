@@ -386,3 +386,34 @@ async fn choices_limits_failures_and_operators() {
         gw.db().query_row("SELECT count(*) FROM admin_audit WHERE action = 'order.refund'", [], |r| r.get(0)).unwrap();
     assert_eq!(audit, 1);
 }
+
+#[tokio::test]
+async fn operators_mark_paid_and_refund_in_the_console() {
+    let (fake, stripe) = (fake(), FakeStripe::start());
+    let gw = Gateway::start(&conf(&fake, &stripe, ""));
+    let b = signed_up(&gw, "buyer@x.io").await;
+    let (_, order) = buy(&gw, &b, "ten", "stripe:card", None).await;
+    let order = order.unwrap();
+    let op = operator_signed_in(&gw).await;
+
+    let list = op.get("/orders?status=pending").await;
+    assert!(list.body.contains(&order) && list.body.contains("buyer@x.io"), "{}", list.body);
+    // Both actions want a reason.
+    let bare = op.submit("/orders", &format!("/orders/{order}/complete"), &[("reason", "")]).await;
+    assert_eq!(bare.status, 400, "{}", bare.body);
+    assert_eq!(status(&gw, &order), "pending");
+    let paid = op.submit("/orders", &format!("/orders/{order}/complete"), &[("reason", "paid by bank transfer")]).await;
+    assert_eq!(paid.location(), "/orders?done=complete", "{}", paid.body);
+    assert_eq!((status(&gw, &order), balance(&gw, "buyer@x.io")), ("paid".to_string(), 10_000_000));
+    // Marking it paid again changes nothing.
+    let twice = op.submit("/orders", &format!("/orders/{order}/complete"), &[("reason", "again")]).await;
+    assert_eq!(twice.status, 409, "{}", twice.body);
+    assert_eq!(balance(&gw, "buyer@x.io"), 10_000_000);
+
+    let refunded = op.submit("/orders", &format!("/orders/{order}/refund"), &[("reason", "customer asked")]).await;
+    assert_eq!(refunded.location(), "/orders?done=refund", "{}", refunded.body);
+    assert_eq!((status(&gw, &order), balance(&gw, "buyer@x.io")), ("refunded".to_string(), 0));
+    let audit = op.get("/audit").await.body;
+    assert!(audit.contains("order.complete") && audit.contains("order.refund") && audit.contains("customer asked"));
+    assert_eq!(op.submit("/orders", "/orders/nope/refund", &[("reason", "x")]).await.status, 404);
+}

@@ -10,7 +10,7 @@ use crate::config::units::{format_credits, parse_credits};
 use crate::store::accounts::{self as sql, KeyRow};
 use crate::store::billing::{self, Grant};
 use crate::store::usage::{self, GroupBy, UsageFilter};
-use crate::store::{self, StoreError};
+use crate::store::{self, SqlContext, StoreError};
 use http::StatusCode;
 use rusqlite::Connection;
 use serde_json::{json, Value};
@@ -518,8 +518,14 @@ pub async fn route(app: &Arc<App>, req: Req) -> AdminResult {
                 ch.state.disable();
                 log::warn!("channel {} disabled by an operator", ch.name());
             }
-            let (name, what) = (ch.name().to_string(), format!("channel.{action}"));
-            with_db(app, &req.actor, move |c, ops| Ok(billing::audit(c, ops.actor, &what, &name, "{}")?)).await?;
+            let (name, what, off) = (ch.name().to_string(), format!("channel.{action}"), *action == "disable");
+            with_db(app, &req.actor, move |c, ops| {
+                let tx = c.unchecked_transaction().ctx("switching a channel")?;
+                store::channels::set_disabled(&tx, &name, off, ops.actor, store::now_ms())?;
+                billing::audit(&tx, ops.actor, &what, &name, "{}")?;
+                Ok(tx.commit().ctx("switching a channel")?)
+            })
+            .await?;
             ok(channel_json(ch))
         }
         ("GET", ["admin", "orders"]) => {

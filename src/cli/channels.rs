@@ -1,5 +1,6 @@
 //! `channels list|enable|disable`: the channel view of a running gateway,
-//! through its admin API (channel health lives in the gateway's memory).
+//! through its admin API (health lives in the gateway's memory; an operator's
+//! switch is also saved, so a disabled channel stays off across restarts).
 
 use crate::config::Config;
 use clap::Subcommand;

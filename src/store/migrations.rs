@@ -219,6 +219,15 @@ const MIGRATIONS: &[&str] = &[
         expires_at   INTEGER NOT NULL
     );
     "#,
+    // 7: an operator's enable/disable of a channel outlives the process.
+    r#"
+    CREATE TABLE channel_switches (
+        name       TEXT PRIMARY KEY,
+        disabled   INTEGER NOT NULL,
+        actor      TEXT NOT NULL,
+        updated_at INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    "#,
 ];
 
 /// The schema version this binary writes.

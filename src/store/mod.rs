@@ -6,6 +6,7 @@
 
 pub mod accounts;
 pub mod billing;
+pub mod channels;
 mod migrations;
 pub mod orders;
 pub mod pool;

@@ -44,13 +44,22 @@ impl Page {
 
 impl Browser {
     pub fn new(gw: &Gateway) -> Browser {
+        Browser::at(gw.url(""))
+    }
+
+    /// A browser for the operator console on the admin listener.
+    pub fn operator(gw: &Gateway) -> Browser {
+        Browser::at(format!("http://{}", gw.admin.expect("admin listener")))
+    }
+
+    fn at(base: String) -> Browser {
         let http = reqwest::Client::builder()
             .cookie_store(true)
             .redirect(reqwest::redirect::Policy::none())
             .timeout(Duration::from_secs(30))
             .build()
             .unwrap();
-        Browser { http, base: gw.url("") }
+        Browser { http, base }
     }
 
     pub async fn send(&self, rb: reqwest::RequestBuilder) -> Page {
@@ -116,4 +125,12 @@ pub fn codes(gw: &Gateway, args: &[&str]) -> Vec<String> {
     let out = gw.cli(&all);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap().lines().filter(|l| l.starts_with("CPX-")).map(str::to_string).collect()
+}
+
+/// An operator console browser signed in with the admin token.
+pub async fn operator_signed_in(gw: &Gateway) -> Browser {
+    let b = Browser::operator(gw);
+    let p = b.submit("/sign-in", "/sign-in", &[("token", &gw.admin_token())]).await;
+    assert_eq!((p.status, p.location()), (303, "/"), "{}", p.body);
+    b
 }

@@ -80,55 +80,63 @@ pub(super) async fn sign_in(env: &Env<'_>, admin_token: &str) -> Response {
         let msg = t.too_many_attempts.replace("{s}", &secs.to_string());
         return form(env, Some(&msg), 429).header("retry-after", secs.to_string());
     }
-    let who = match (f.raw("token").filter(|s| !s.is_empty()), &email, f.raw("password")) {
-        (Some(tok), _, _) => {
-            let ok = tok.len() == admin_token.len() && bool::from(tok.as_bytes().ct_eq(admin_token.as_bytes()));
-            if ok {
-                Who::Token
-            } else {
-                Who::Nobody
-            }
-        }
-        (None, Some(e), Some(pw)) => {
-            let _permit = env.site.hashing.acquire().await;
-            let (e, pw) = (e.clone(), pw.to_string());
-            let found = env
-                .app
-                .db
-                .run(move |c| {
-                    let login = crate::store::accounts::find_login(c, &e)?;
-                    let role = match &login {
-                        Some(l) => crate::store::accounts::user_by_id(c, l.id)?.role,
-                        None => String::new(),
-                    };
-                    let ok = password::verify(login.as_ref().and_then(|l| l.password_hash.as_deref()), &pw);
-                    Ok::<_, StoreError>(match login {
-                        Some(l) if ok && !l.banned && role == "admin" => Who::User(l.id, l.email),
-                        _ => Who::Nobody,
-                    })
-                })
-                .await;
-            match found {
-                Ok(w) => w,
-                Err(e) => return server_error(env, &e),
-            }
-        }
-        _ => Who::Nobody,
+    let who = match identify(env, f.raw("token"), email.as_deref(), f.raw("password"), admin_token).await {
+        Ok(w) => w,
+        Err(e) => return server_error(env, &e),
     };
-    let (actor, user_id) = match who {
-        Who::Token => ("operator:token".to_string(), None),
-        Who::User(id, email) => (format!("operator:{email}"), Some(id)),
+    match who {
+        Who::Token => start_session(env, "operator:token".to_string(), None).await,
+        Who::User(id, email) => start_session(env, format!("operator:{email}"), Some(id)).await,
         Who::Nobody => {
             env.site.sign_in_per_ip.hit(&ip, now);
             if let Some(e) = &email {
                 env.site.sign_in_per_account.hit(e, now);
             }
-            return form(env, Some(t.op_bad_credentials), 401);
+            form(env, Some(t.op_bad_credentials), 401)
         }
+    }
+}
+
+/// Who the form's token, or email and password, belong to. A user counts
+/// only while active and an admin.
+async fn identify(
+    env: &Env<'_>,
+    token: Option<&str>,
+    email: Option<&str>,
+    password: Option<&str>,
+    admin_token: &str,
+) -> Result<Who, StoreError> {
+    let (email, pw) = match (token.filter(|s| !s.is_empty()), email, password) {
+        (Some(tok), _, _) => {
+            let ok = tok.len() == admin_token.len() && bool::from(tok.as_bytes().ct_eq(admin_token.as_bytes()));
+            return Ok(if ok { Who::Token } else { Who::Nobody });
+        }
+        (None, Some(e), Some(pw)) => (e.to_string(), pw.to_string()),
+        _ => return Ok(Who::Nobody),
     };
+    let _permit = env.site.hashing.acquire().await;
+    env.app
+        .db
+        .run(move |c| {
+            let login = crate::store::accounts::find_login(c, &email)?;
+            let role = match &login {
+                Some(l) => crate::store::accounts::user_by_id(c, l.id)?.role,
+                None => String::new(),
+            };
+            let ok = password::verify(login.as_ref().and_then(|l| l.password_hash.as_deref()), &pw);
+            Ok(match login {
+                Some(l) if ok && !l.banned && role == "admin" => Who::User(l.id, l.email),
+                _ => Who::Nobody,
+            })
+        })
+        .await
+}
+
+/// Records the session (and the sign-in in the audit log), sets its cookie.
+async fn start_session(env: &Env<'_>, actor: String, user_id: Option<i64>) -> Response {
     let token = session::new_token();
     let hash = session::token_hash(&token);
-    let (max, idle) = (MAX_AGE.as_millis() as i64, IDLE.as_millis() as i64);
+    let (now, max, idle) = (env.now(), MAX_AGE.as_millis() as i64, IDLE.as_millis() as i64);
     let created = env
         .app
         .db
