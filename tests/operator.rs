@@ -115,6 +115,15 @@ async fn operators_sign_in_with_the_token_or_as_an_admin_user() {
     assert_eq!(admin_user.get("/").await.location(), "/sign-in");
     assert_eq!(admin_user.submit("/sign-in", "/sign-in", &creds).await.status, 401);
 
+    // The CLI makes admins too, with the gateway running.
+    let _carol = signed_up(&gw, "carol@example.com").await;
+    let out = gw.cli(&["users", "role", "carol@example.com", "admin"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let carol_op = Browser::operator(&gw);
+    let carol = [("email", "carol@example.com"), ("password", "correct horse")];
+    assert_eq!(carol_op.submit("/sign-in", "/sign-in", &carol).await.status, 303);
+    assert!(!gw.cli(&["users", "role", "carol@example.com", "root"]).status.success());
+
     // Signing out ends the session.
     let out = op.submit("/", "/sign-out", &[]).await;
     assert_eq!((out.status, out.location()), (303, "/sign-in?done=signed_out"));

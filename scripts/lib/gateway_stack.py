@@ -40,9 +40,10 @@ def http(url, body=None):
 
 
 class Stack:
-    """`conf` is a template with {data}, {fake} and {chat_fake} fields."""
+    """`conf` is a template with {data}, {fake} and {chat_fake} fields, and
+    any in `fields`. `admin` is the admin listener's URL when conf has one."""
 
-    def __init__(self, binary, tmp, conf, email):
+    def __init__(self, binary, tmp, conf, email, **fields):
         self.bin = binary
         self.tmp = tmp
         self.procs = []
@@ -53,12 +54,14 @@ class Stack:
             self.chat_fake = "http://" + ready(chat, "chat-only fake upstream")["listen"]
             self.conf = os.path.join(tmp, "codex-proxy.yaml")
             with open(self.conf, "w") as f:
-                f.write(conf.format(data=os.path.join(tmp, "data"), fake=self.fake, chat_fake=self.chat_fake))
+                f.write(conf.format(data=os.path.join(tmp, "data"), fake=self.fake, chat_fake=self.chat_fake, **fields))
             self.cli("users", "add", email)
             self.cli("credits", "add", email, "100")
             self.key = self.cli("keys", "create", email).strip().splitlines()[-1]
             gw = self.spawn([binary, "serve", "-c", self.conf], "gateway.log")
-            self.base = "http://" + ready(gw, "gateway")["listen"][0]
+            r = ready(gw, "gateway")
+            self.base = "http://" + r["listen"][0]
+            self.admin = "http://" + r["admin"] if r.get("admin") else None
         except BaseException:
             self.stop()
             raise

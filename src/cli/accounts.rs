@@ -30,6 +30,13 @@ pub enum UsersCommand {
     /// Set a user's console password (read from stdin) and sign them out of
     /// every browser: for a user who forgot theirs.
     Password { email: String },
+    /// Make a user an admin (who may sign in to the operator console) or a
+    /// regular user again (their operator sessions end).
+    Role {
+        email: String,
+        #[arg(value_parser = ["admin", "user"])]
+        role: String,
+    },
 }
 
 /// One line of stdin, without its line ending.
@@ -199,6 +206,10 @@ pub fn users(cfg: &Config, cmd: UsersCommand) -> Result<(), String> {
             let password = read_password()?;
             ops.set_password(&email, &password).map_err(|e| e.to_string())?;
             println!("password of {email} set; their console sessions ended");
+        }
+        UsersCommand::Role { email, role } => {
+            ops.set_role(&email, &role).map_err(|e| e.to_string())?;
+            println!("{email} is now {}", if role == "admin" { "an admin" } else { "a regular user" });
         }
     }
     Ok(())

@@ -17,8 +17,8 @@ pub struct Bar {
 const HEIGHT: f64 = 190.0;
 const TOP: f64 = 16.0;
 const BOTTOM: f64 = 22.0;
-/// Fill of each stacked series (the `.c0`…`.c3` legend colours).
-const COLORS: [&str; 4] = ["#4f46e5", "#a5b4fc", "#f59e0b", "#10b981"];
+/// Fill of each stacked series (the `.c0`…`.c4` legend colours).
+const COLORS: [&str; 5] = ["#4f46e5", "#a5b4fc", "#f59e0b", "#10b981", "#dc2626"];
 
 /// A stacked bar chart; `fmt` formats axis values.
 pub fn bars(aria_label: &str, bars: &[Bar], fmt: &dyn Fn(f64) -> String) -> Markup {

@@ -13,6 +13,8 @@ from playwright.sync_api import sync_playwright
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "scripts", "lib"))
 from gateway_stack import Stack  # noqa: E402
 
+from fake_stripe import SECRET_KEY as STRIPE_KEY, WEBHOOK_SECRET, FakeStripe  # noqa: E402
+
 ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
 BIN = os.environ.get("CODEX_PROXY_BIN") or os.path.join(ROOT, "target", "debug", "codex-proxy")
 CHROMIUM = os.environ.get("CHROMIUM", "/usr/bin/chromium")
@@ -27,7 +29,8 @@ storage:
   data_dir: {data}
   flush_interval: 20ms
 admin:
-  listen: "off"
+  listen: 127.0.0.1:0
+  token: {admin_token}
 demo_upstream: never
 models:
   - {{id: gpt-4o-mini, display_name: GPT-4o mini, owned_by: openai, price: {{input: 0.15, cached_input: 0.075, output: 0.6}}}}
@@ -48,10 +51,19 @@ channels:
     api_key: sk-ant-test
     models: [claude-sonnet-4-6]
     health_check: {{enabled: false}}
+plans:
+  - {{id: pro, name: Pro, daily_quota: 20, concurrency: 4, duration_days: 30}}
 console:
   site_name: codex-proxy
   signup: open
+payments:
+  stripe: {{secret_key: {stripe_key}, webhook_secret: {stripe_webhook}, api_base: "{stripe}"}}
+  packages:
+    - {{id: ten, name: 10 credits, credits: 10, prices: {{usd: 10}}}}
+    - {{id: pro, name: Pro month, plan: pro, prices: {{usd: 20}}}}
 """
+
+ADMIN_TOKEN = "browser-admin-token-0123456789"
 
 # Chromium as the probe found it to work here: no background traffic to
 # Google's hosts, which this machine cannot reach.
@@ -59,8 +71,24 @@ CHROMIUM_ARGS = ["--disable-background-networking", "--disable-component-update"
 
 
 @pytest.fixture(scope="session")
-def stack():
-    s = Stack(BIN, tempfile.mkdtemp(prefix="codex-proxy-browser-"), CONF, "operator@example.com")
+def stripe():
+    s = FakeStripe()
+    yield s
+    s.stop()
+
+
+@pytest.fixture(scope="session")
+def stack(stripe):
+    s = Stack(
+        BIN,
+        tempfile.mkdtemp(prefix="codex-proxy-browser-"),
+        CONF,
+        "operator@example.com",
+        admin_token=ADMIN_TOKEN,
+        stripe=stripe.url,
+        stripe_key=STRIPE_KEY,
+        stripe_webhook=WEBHOOK_SECRET,
+    )
     yield s
     s.stop()
 

@@ -115,7 +115,7 @@ pub(super) async fn list(env: &Env<'_>, op: &Operator, problem: Option<ApiFailur
                 thead { tr { th { (t.code_label) } th { (t.op_grant) } th.num { (t.op_uses) } th { (t.expires) } th { (t.col_status) } th { (t.op_batch) } th {} } }
                 tbody { @for c in &codes { tr data-code-id=(c["id"]) {
                     td { code { (s(&c["prefix"])) "…" } }
-                    td { @if s(&c["kind"]) == "plan" { (t.plan) " " (s(&c["plan_id"])) } @else { (crate::web::format::credits(c["credits"].as_i64().unwrap_or(0))) " " (t.credit_word) } }
+                    td { @if s(&c["kind"]) == "plan" { (t.plan) " " (s(&c["plan_id"])) } @else { (crate::web::format::credits(c["credits"].as_i64().unwrap_or(0))) " " (t.op_credits_unit) } }
                     td.num { (c["uses"]) " / " (c["max_uses"]) }
                     td.nowrap { @match c["expires_at"].as_i64() { Some(e) => { (crate::web::format::date(e, env.app.config.billing.utc_offset_secs)) } None => { (t.never) } } }
                     td { @if s(&c["status"]) == "active" { span.pill.ok { (t.status_active) } } @else { span.pill.bad { (t.status_disabled) } } }

@@ -44,15 +44,15 @@ pub(super) fn table(env: &Env, op: &Operator, orders: &Value, actions: bool) -> 
     html! {
         @if rows.is_empty() { p.muted { (t.op_no_orders) } } @else {
             div.table-wrap { table.orders {
-                thead { tr { th { (t.order_word) } th { (t.col_time) } th { (t.op_users) } th.num { (t.col_amount) } th { (t.pay_with) } th { (t.col_what) } th { (t.col_status) } @if actions { th {} } } }
+                thead { tr { th { (t.order_word) } th { (t.col_time) } th { (t.op_user) } th.num { (t.col_amount) } th { (t.pay_with) } th { (t.col_what) } th { (t.col_status) } @if actions { th {} } } }
                 tbody { @for o in &rows { tr data-order=(s(&o["id"])) {
                     td.mono { (s(&o["id"])) }
                     td.nowrap { (super::when(env, &o["created_at"])) }
                     td { a href=(format!("/users/{}", enc(s(&o["user"])))) { (s(&o["user"])) } }
                     td.num { (s(&o["amount"])) " " (s(&o["currency"]).to_uppercase()) }
                     td { (s(&o["provider"])) " " span.sub { (s(&o["method"])) } }
-                    td { @if o["plan"].is_null() { (s(&o["credits"])) " " (t.credit_word) } @else { (t.plan) " " (s(&o["plan"])) } }
-                    td { (s(&o["status"])) @if !s(&o["note"]).is_empty() { br; span.sub { (s(&o["note"])) } } }
+                    td { @if o["plan"].is_null() { (s(&o["credits"])) " " (t.op_credits_unit) } @else { (t.plan) " " (s(&o["plan"])) } }
+                    td { span class=(order_pill(s(&o["status"]))) { (s(&o["status"])) } @if !s(&o["note"]).is_empty() { br; span.sub { (s(&o["note"])) } } }
                     @if actions { td {
                         @let action = match s(&o["status"]) { "paid" => Some(("refund", t.op_refund)), "pending" | "failed" | "expired" => Some(("complete", t.op_confirm_paid)), _ => None };
                         @if let Some((action, label)) = action {
@@ -79,5 +79,15 @@ pub(super) async fn act(env: &Env<'_>, op: &Operator, id: &str, action: &str) ->
     match after(result, "/orders", action) {
         Ok(r) => r,
         Err(f) => list(env, op, Some(f)).await,
+    }
+}
+
+/// The pill colour of an order status.
+fn order_pill(status: &str) -> &'static str {
+    match status {
+        "paid" => "pill ok",
+        "pending" => "pill warn",
+        "failed" => "pill bad",
+        _ => "pill",
     }
 }

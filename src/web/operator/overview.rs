@@ -28,7 +28,7 @@ pub(super) async fn page(env: &Env<'_>, op: &Operator) -> Response {
             let at = format::time(n(&m["minute"]) * 60_000, tz);
             Bar {
                 label: at[11..].to_string(),
-                values: vec![(total - c4 - c5) as f64, 0.0, c4 as f64, c5 as f64],
+                values: vec![(total - c4 - c5) as f64, 0.0, c4 as f64, 0.0, c5 as f64],
                 title: format!("{at}: {total} · 4xx {c4} · 5xx {c5}"),
             }
         })
@@ -57,7 +57,7 @@ pub(super) async fn page(env: &Env<'_>, op: &Operator) -> Response {
         h1 { (t.op_overview) }
         div.cards {
             div.card #last-hour { h2 { (t.op_last_hour) } div.stat { (format::count(last_hour)) } div.sub { (t.op_server_errors) ": " (format::count(errors)) } }
-            div.card #today { h2 { (t.today) } div.stat { (format::count(n(&today["requests"]))) } div.sub { (t.requests_word) " · " (today["cost"].as_str().unwrap_or("0")) " " (t.credit_word) } }
+            div.card #today { h2 { (t.today) } div.stat { (format::count(n(&today["requests"]))) } div.sub { (t.op_billed_requests) " · " (today["cost"].as_str().unwrap_or("0")) " " (t.op_credits_unit) } }
             div.card #tokens { h2 { (t.op_tokens_today) } div.stat { (format::count(n(&today["input_tokens"]) + n(&today["cached_tokens"]) + n(&today["cache_write_tokens"]) + n(&today["output_tokens"]))) }
                 div.sub { (t.col_output) " " (format::count(n(&today["output_tokens"]))) } }
             div.card #revenue { h2 { (t.op_revenue) }
@@ -68,7 +68,7 @@ pub(super) async fn page(env: &Env<'_>, op: &Operator) -> Response {
         div.card {
             h3 { (t.op_requests_per_minute) }
             (chart::bars(t.op_requests_per_minute, &bars, &|v| format!("{v:.0}")))
-            div.legend { span { i.c0 {} "2xx/3xx" } span { i.c2 {} "4xx" } span { i.c3 {} "5xx" } }
+            div.legend { span { i.c0 {} "2xx/3xx" } span { i.c2 {} "4xx" } span { i.c4 {} "5xx" } }
         }
         div.cards {
             div.card #channels {
