@@ -535,3 +535,66 @@ async fn tls_upstreams_are_verified_against_the_system_roots_with_sni() {
     let err = json(&body)["error"]["message"].as_str().unwrap().to_string();
     assert!(err.contains("wrong-name") && err.to_lowercase().contains("cert"), "{err}");
 }
+
+/// `channels_conf` with a 1 s stream hold and keep-alive.
+fn hold_conf(channels: &[Ch]) -> String {
+    channels_conf(channels).replace("routing:\n", "routing:\n  stream_hold: 1s\n  stream_keepalive: 1s\n")
+}
+
+/// Posts a stream; returns the seconds until the response head and the body.
+async fn timed_stream(gw: &Gateway, path: &str, key: &str, body: &Value) -> (u16, f64, String) {
+    let started = Instant::now();
+    let r = client().post(gw.url(path)).bearer_auth(key).json(body).send().await.unwrap();
+    let head = started.elapsed().as_secs_f64();
+    (r.status().as_u16(), head, r.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn a_thinking_model_gets_its_head_after_the_hold_and_keep_alives() {
+    let a = fake();
+    let (gw, key) = start(&hold_conf(&[ch("a", &a, 0)]));
+    // Five seconds before the first token, and not a byte meanwhile.
+    a.script(Behavior { think_ms: 5000, text: Some("after thought".into()), ..Default::default() });
+    let req = json!({"model": "gpt-4o-mini", "stream": true, "messages": [{"role": "user", "content": "x"}]});
+    let (s, head, body) = timed_stream(&gw, "/v1/chat/completions", &key, &req).await;
+    assert_eq!(s, 200);
+    assert!((0.9..2.5).contains(&head), "the head came after {head:.2}s, not after the 1 s hold");
+    let keepalives = body.matches(": keep-alive\n\n").count();
+    assert!((2..=5).contains(&keepalives), "{keepalives} keep-alives in {body}");
+    assert!(body.contains("after") && body.ends_with("data: [DONE]\n\n"), "{body}");
+    // Billed in full: the stream completed.
+    assert_eq!(gw.wait_count("SELECT count(*) FROM usage WHERE estimated = 0 AND status = 200", 1), 1);
+}
+
+#[tokio::test]
+async fn pings_flow_and_a_failure_after_the_hold_is_the_clients_error_event() {
+    let (a, b) = (fake(), fake());
+    let mut ca = ch("a", &a, 0);
+    ca.kind = "anthropic";
+    ca.url = a.url();
+    let mut cb = ch("b", &b, 1);
+    cb.kind = "anthropic";
+    cb.url = b.url();
+    let (gw, key) = start(&hold_conf(&[ca, cb]));
+    // Anthropic's own pings while it thinks reach an Anthropic client.
+    a.script(Behavior { think_ms: 2500, ping_ms: 400, ..Default::default() });
+    let req = json!({"model": "claude-sonnet-4-6", "max_tokens": 50, "stream": true, "messages": [{"role": "user", "content": "x"}]});
+    let (s, head, body) = timed_stream(&gw, "/v1/messages", &key, &req).await;
+    assert_eq!(s, 200);
+    assert!(head < 2.0, "head after {head:.2}s");
+    let names: Vec<_> = sse_events(&body).into_iter().filter_map(|(n, _)| n).collect();
+    let first_delta = names.iter().position(|n| n == "content_block_delta").expect("content");
+    assert!(names[..first_delta].iter().filter(|n| *n == "ping").count() >= 4, "{names:?}");
+    assert!(body.ends_with("event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n"));
+
+    // A chat client translated to that channel: the upstream fails after the
+    // head went out, so there is no failover; the stream ends with an error.
+    a.script(Behavior { think_ms: 2500, cut_after: Some(1), ..Default::default() });
+    let req = json!({"model": "claude-sonnet-4-6", "stream": true, "messages": [{"role": "user", "content": "x"}]});
+    let (s, head, body) = timed_stream(&gw, "/v1/chat/completions", &key, &req).await;
+    assert_eq!(s, 200);
+    assert!(head < 2.0, "head after {head:.2}s");
+    let last = sse_events(&body).pop().unwrap().1;
+    assert!(json(&last)["error"]["message"].as_str().unwrap().contains("incomplete"), "{body}");
+    assert_eq!(hits(&b), 0, "committed streams do not fail over");
+}

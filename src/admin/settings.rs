@@ -44,6 +44,8 @@ pub fn summary(c: &Config) -> Value {
         ["routing.affinity_ttl", secs(r.affinity_ttl)],
         ["routing.failure_threshold", format!("{} in {}", r.failure_threshold, secs(r.failure_window))],
         ["routing.ejection_time", secs(r.ejection_time)],
+        ["routing.stream_hold", secs(r.stream_hold)],
+        ["routing.stream_keepalive", r.stream_keepalive.map_or("off".to_string(), secs)],
     ]);
     let b = &c.billing;
     let billing = json!([

@@ -112,6 +112,10 @@ pub struct RoutingSection {
     pub failure_threshold: Option<Num>,
     /// How long an ejected channel rests before traffic may try it again.
     pub ejection_time: Option<Dur>,
+    /// How long a 2xx stream's head may be held waiting for its first content.
+    pub stream_hold: Option<Dur>,
+    /// An SSE comment after this much upstream silence; 0: none.
+    pub stream_keepalive: Option<Dur>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -217,6 +217,10 @@ pub enum DemoMode {
     Never,
 }
 
+/// `routing.stream_hold` unless configured.
+pub const DEFAULT_STREAM_HOLD: Duration = Duration::from_secs(5);
+const MAX_STREAM_HOLD: Duration = Duration::from_secs(60);
+
 #[derive(Debug, Clone)]
 pub struct RoutingConfig {
     pub max_attempts: usize,
@@ -227,6 +231,15 @@ pub struct RoutingConfig {
     pub failure_window: Duration,
     pub failure_threshold: u32,
     pub ejection_time: Duration,
+    /// A 2xx stream's head is held until its first content event, so that an
+    /// error event before any content can still fail over; at most this long,
+    /// then the head and what was held go out (a model that thinks for a
+    /// minute must not leave the client, or a CDN, without response headers).
+    pub stream_hold: Duration,
+    /// A client stream the upstream leaves silent this long gets an SSE
+    /// comment, so proxies and CDNs on the way keep the connection (a
+    /// translated stream drops the upstream's own pings); `None`: never.
+    pub stream_keepalive: Option<Duration>,
 }
 
 #[derive(Debug, Clone)]
@@ -567,7 +580,15 @@ pub fn validate(file: FileConfig, conf_dir: &Path) -> Result<Config, ConfigError
         failure_window: r.failure_window.map(|d| d.0).unwrap_or(Duration::from_secs(30)),
         failure_threshold: c.u64("routing.failure_threshold", r.failure_threshold, 5, 1, 1000) as u32,
         ejection_time: r.ejection_time.map(|d| d.0).unwrap_or(Duration::from_secs(30)),
+        stream_hold: r.stream_hold.map(|d| d.0).unwrap_or(DEFAULT_STREAM_HOLD),
+        stream_keepalive: Some(r.stream_keepalive.map_or(Duration::from_secs(15), |d| d.0)).filter(|d| !d.is_zero()),
     };
+    if routing.stream_hold > MAX_STREAM_HOLD {
+        c.err(
+            "routing.stream_hold",
+            format!("must be at most {MAX_STREAM_HOLD:?}: CDNs and clients give up on a response without headers"),
+        );
+    }
 
     // billing
     let b = &file.billing;

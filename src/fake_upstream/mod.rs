@@ -509,16 +509,36 @@ fn respond(
         };
         events = vec![ev];
     }
-    stream_response(status, events, b)
+    let ping = match api {
+        Api::Messages => "event: ping\ndata: {\"type\": \"ping\"}\n\n",
+        _ => ": ping\n\n",
+    };
+    stream_response(status, events, b, ping)
 }
 
-fn stream_response(status: u16, events: Vec<String>, b: &Behavior) -> Response<Body> {
+/// Thinking: `think` of silence (or of pings every `ping`) after the first event.
+async fn think(tx: &mpsc::Sender<std::io::Result<Bytes>>, think: Duration, ping: Duration, ping_event: &'static str) {
+    let until = tokio::time::Instant::now() + think;
+    while !ping.is_zero() && tokio::time::Instant::now() + ping < until {
+        tokio::time::sleep(ping).await;
+        if tx.send(Ok(Bytes::from_static(ping_event.as_bytes()))).await.is_err() {
+            return;
+        }
+    }
+    tokio::time::sleep_until(until).await;
+}
+
+fn stream_response(status: u16, events: Vec<String>, b: &Behavior, ping_event: &'static str) -> Response<Body> {
     let (tx, rx) = mpsc::channel(16);
     let split = b.split.max(1);
     let chunk_delay = Duration::from_millis(b.chunk_delay_ms);
+    let (think_for, ping) = (Duration::from_millis(b.think_ms), Duration::from_millis(b.ping_ms));
     let cut_after = b.cut_after;
     tokio::spawn(async move {
         for (i, ev) in events.into_iter().enumerate() {
+            if i == 1 && !think_for.is_zero() {
+                think(&tx, think_for, ping, ping_event).await;
+            }
             if cut_after == Some(i) {
                 // Let what was sent reach the peer before the connection breaks.
                 tokio::time::sleep(Duration::from_millis(50)).await;

@@ -26,6 +26,12 @@ pub struct Behavior {
     pub hang: bool,
     /// Pause between SSE events.
     pub chunk_delay_ms: u64,
+    /// Pause after the first SSE event (a model thinking before its first
+    /// token)…
+    pub think_ms: u64,
+    /// …sending a keep-alive this often meanwhile (Anthropic's `ping` event,
+    /// an SSE comment elsewhere); 0: silence.
+    pub ping_ms: u64,
     /// Write every SSE event in this many separate pieces.
     pub split: usize,
     /// Break the connection after this many SSE events.

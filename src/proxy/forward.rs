@@ -516,7 +516,8 @@ async fn attempt(
     up.set_read_timeout(Some(timeouts.idle));
     let streaming = is_sse || (pair.is_some() && out.stream);
     let (held, ended) = if streaming && success {
-        match hold_head(session, &mut up, relay.as_mut(), deadline).await {
+        let hold_until = tokio::time::Instant::now() + app.config.routing.stream_hold;
+        match hold_head(session, &mut up, relay.as_mut(), deadline.min(hold_until)).await {
             Head::Ready(held, ended) => (held, ended),
             Head::Retry(a) => {
                 up.shutdown().await;
@@ -551,7 +552,8 @@ async fn attempt(
     } else if !held.is_empty() && session.write_response_body(Some(held.freeze()), false).await.is_err() {
         Pump::ClientGone
     } else {
-        pump(session, ctx, &mut up, relay.as_mut(), deadline).await
+        let keepalive = app.config.routing.stream_keepalive.filter(|_| streaming && out.stream);
+        pump(session, ctx, &mut up, relay.as_mut(), deadline, keepalive).await
     };
     if matches!(outcome, Pump::ClientGone) && !is_sse {
         // A non-streaming answer is already generated: reading the rest costs
@@ -586,12 +588,14 @@ async fn attempt(
 }
 
 /// Reads a 2xx stream until its first content event, holding what came before
-/// (so an error event that arrives before any content can still fail over).
+/// (so an error event that arrives before any content can still fail over),
+/// but only until `hold_until`: then what is held goes out and the stream is
+/// committed, content or not.
 async fn hold_head(
     session: &mut Session,
     up: &mut HttpSession,
     relay: &mut dyn Relay,
-    deadline: tokio::time::Instant,
+    hold_until: tokio::time::Instant,
 ) -> Head {
     let mut held = BytesMut::new();
     loop {
@@ -602,19 +606,19 @@ async fn hold_head(
         if relay.content_started() {
             return Head::Ready(held, false);
         }
+        // The hold ends at `hold_until` (the earlier of `stream_hold` and the
+        // total timeout): a read still pending then is dropped before it has
+        // taken any bytes, and the pump reads on.
         let next = tokio::select! {
-            r = tokio::time::timeout_at(deadline, up.read_response_body()) => r,
+            r = up.read_response_body() => r,
             _ = session.as_downstream_mut().read_body_or_idle(true) => return Head::Retry(Attempt::ClientGone),
+            _ = tokio::time::sleep_until(hold_until) => return Head::Ready(held, false),
         };
         match next {
-            Ok(Ok(Some(chunk))) => held.extend_from_slice(&relay.push(chunk)),
-            Ok(Ok(None)) => return Head::Ready(held, true),
-            Ok(Err(e)) => {
+            Ok(Some(chunk)) => held.extend_from_slice(&relay.push(chunk)),
+            Ok(None) => return Head::Ready(held, true),
+            Err(e) => {
                 let reason = format!("stream failed before any content: {e}");
-                return Head::Retry(Attempt::Retry { status: Some(200), reason, signal: Signal::Failure });
-            }
-            Err(_) => {
-                let reason = "total timeout before any content".to_string();
                 return Head::Retry(Attempt::Retry { status: Some(200), reason, signal: Signal::Failure });
             }
         }
@@ -685,13 +689,18 @@ enum Pump {
 /// Most bytes gathered from a burst before writing them to the client.
 const COALESCE_LIMIT: usize = 64 << 10;
 
-/// Relays the upstream body to the client as it arrives.
+/// What a silent stream gets every `routing.stream_keepalive`.
+const KEEPALIVE_COMMENT: &[u8] = b": keep-alive\n\n";
+
+/// Relays the upstream body to the client as it arrives; an SSE stream gets
+/// a comment after `keepalive` of upstream silence.
 async fn pump(
     session: &mut Session,
     ctx: &RequestCtx,
     up: &mut HttpSession,
     relay: &mut dyn Relay,
     deadline: tokio::time::Instant,
+    keepalive: Option<Duration>,
 ) -> Pump {
     // A read that completed while a burst was being gathered, handled first.
     let mut ready: Option<pingora::Result<Option<Bytes>>> = None;
@@ -701,6 +710,12 @@ async fn pump(
             None => tokio::select! {
                 r = tokio::time::timeout_at(deadline, up.read_response_body()) => r,
                 _ = session.as_downstream_mut().read_body_or_idle(true) => return Pump::ClientGone,
+                _ = tokio::time::sleep(keepalive.unwrap_or_default()), if keepalive.is_some() => {
+                    if session.write_response_body(Some(Bytes::from_static(KEEPALIVE_COMMENT)), false).await.is_err() {
+                        return Pump::ClientGone;
+                    }
+                    continue;
+                }
             },
         };
         let failure = match next {
