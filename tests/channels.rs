@@ -29,6 +29,11 @@ fn ch<'a>(name: &'a str, fake: &FakeUpstream, priority: u32) -> Ch<'a> {
     }
 }
 
+/// An Anthropic channel on `fake`.
+fn anthropic_ch<'a>(name: &'a str, fake: &FakeUpstream, priority: u32) -> Ch<'a> {
+    Ch { kind: "anthropic", url: fake.url(), ..ch(name, fake, priority) }
+}
+
 fn channels_conf(channels: &[Ch]) -> String {
     let mut list = String::new();
     for c in channels {
@@ -158,12 +163,8 @@ async fn a_hang_times_out_before_the_first_byte_and_fails_over() {
 #[tokio::test]
 async fn an_error_event_before_content_fails_over() {
     let (a, b) = (fake(), fake());
-    let mut ca = ch("a", &a, 0);
-    ca.kind = "anthropic";
-    ca.url = a.url();
-    let mut cb = ch("b", &b, 1);
-    cb.kind = "anthropic";
-    cb.url = b.url();
+    let ca = anthropic_ch("a", &a, 0);
+    let cb = anthropic_ch("b", &b, 1);
     let (gw, key) = start(&channels_conf(&[ca, cb]));
     a.script(Behavior { error_event: true, ..Default::default() });
     b.script(Behavior { text: Some("from b".into()), ..Default::default() });
@@ -194,9 +195,7 @@ async fn a_chat_error_chunk_before_content_fails_over() {
 #[tokio::test]
 async fn a_stream_cut_midway_ends_with_the_protocols_error_event_and_bills_what_streamed() {
     let a = fake();
-    let mut ca = ch("a", &a, 0);
-    ca.kind = "anthropic";
-    ca.url = a.url();
+    let ca = anthropic_ch("a", &a, 0);
     let (gw, key) = start(&channels_conf(&[ch("o", &a, 0), ca]));
     // Anthropic: message_start (usage), block start, ping, 3 deltas, then cut.
     a.script(Behavior {
@@ -569,12 +568,8 @@ async fn a_thinking_model_gets_its_head_after_the_hold_and_keep_alives() {
 #[tokio::test]
 async fn pings_flow_and_a_failure_after_the_hold_is_the_clients_error_event() {
     let (a, b) = (fake(), fake());
-    let mut ca = ch("a", &a, 0);
-    ca.kind = "anthropic";
-    ca.url = a.url();
-    let mut cb = ch("b", &b, 1);
-    cb.kind = "anthropic";
-    cb.url = b.url();
+    let ca = anthropic_ch("a", &a, 0);
+    let cb = anthropic_ch("b", &b, 1);
     let (gw, key) = start(&hold_conf(&[ca, cb]));
     // Anthropic's own pings while it thinks reach an Anthropic client.
     a.script(Behavior { think_ms: 2500, ping_ms: 400, ..Default::default() });
