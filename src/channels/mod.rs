@@ -5,11 +5,13 @@
 
 mod affinity;
 pub mod health;
+mod plan;
 mod pool;
 mod resolve;
 pub mod state;
 
 pub use affinity::Affinity;
+pub use plan::{Candidate, Plan, Routes};
 pub use pool::Pools;
 pub use resolve::Resolver;
 
@@ -177,10 +179,12 @@ impl Channel {
     }
 }
 
-/// Every configured channel, their pools and the affinity table.
+/// Every configured channel, their pools, the route table and the affinity
+/// table.
 pub struct Channels {
     list: Vec<Arc<Channel>>,
     pools: Pools,
+    routes: plan::RouteTable,
     affinity: Affinity,
 }
 
@@ -211,7 +215,8 @@ impl Channels {
         let rt = tokio::runtime::Builder::new_current_thread().build()?;
         let pools = rt.block_on(Pools::build(&list, registry)).map_err(|e| std::io::Error::other(e.to_string()))?;
         let affinity = Affinity::new(cfg.routing.affinity_max_entries, cfg.routing.affinity_ttl);
-        Ok(Channels { list, pools, affinity })
+        let routes = plan::RouteTable::build(&list);
+        Ok(Channels { list, pools, routes, affinity })
     }
 
     pub fn all(&self) -> &[Arc<Channel>] {
@@ -226,31 +231,22 @@ impl Channels {
         self.list.iter().find(|c| c.name() == name)
     }
 
-    /// Whether some usable channel serves `model` for `protocol` by `route`
-    /// (`Native`, or any translation).
-    pub fn has_route(&self, model: &str, protocol: Protocol, native: bool) -> bool {
-        self.list.iter().any(|c| {
-            c.usable()
-                && c.upstream_model(model).is_some()
-                && c.route_for(protocol).is_some_and(|r| (r == Route::Native) == native)
-        })
-    }
-
     /// Whether any usable channel serves `model`, whatever it speaks.
     pub fn serves_model(&self, model: &str) -> bool {
-        self.list.iter().any(|c| c.usable() && c.upstream_model(model).is_some())
+        self.routes.serves(model)
     }
 
-    /// Starts picking channels for one request of `model`.
-    pub fn picker<'a>(
-        &'a self,
-        model: &'a str,
-        accept: Box<dyn Fn(&Channel) -> bool + Send + Sync + 'a>,
-        affinity: Option<u64>,
-    ) -> Picker<'a> {
+    /// How a request of `model` at `endpoint` is served, or why it cannot be.
+    pub fn plan(&self, model: &str, endpoint: Endpoint) -> Result<Plan<'_>, crate::error::GatewayError> {
+        self.routes.plan(model, endpoint)
+    }
+
+    /// Starts picking among `candidates` (one list of a plan) for one request
+    /// of `model`.
+    pub fn picker<'a>(&'a self, model: &'a str, candidates: &'a [Candidate], affinity: Option<u64>) -> Picker<'a> {
         let now = crate::store::now_ms();
         let preferred = affinity.and_then(|k| self.affinity.get(k, now));
-        Picker { channels: self, model, accept, affinity, preferred, tried: Vec::new() }
+        Picker { channels: self, model, candidates, affinity, preferred, tried: Vec::new() }
     }
 }
 
@@ -258,40 +254,30 @@ impl Channels {
 pub struct Picker<'a> {
     channels: &'a Channels,
     model: &'a str,
-    accept: Box<dyn Fn(&Channel) -> bool + Send + Sync + 'a>,
+    candidates: &'a [Candidate],
     affinity: Option<u64>,
     preferred: Option<usize>,
     tried: Vec<usize>,
 }
 
 impl Picker<'_> {
-    /// The next channel to try: the conversation's channel while it is
-    /// available, else the first priority tier with an available channel,
-    /// weighted; never one already tried. `None` when nothing is left.
-    pub fn next_channel(&mut self) -> Option<Arc<Channel>> {
+    /// The next channel to try and how to reach it: the conversation's
+    /// channel while it is available, else the first priority tier with an
+    /// available candidate, weighted; never one already tried. `None` when
+    /// nothing is left.
+    pub fn next_channel(&mut self) -> Option<(Arc<Channel>, Route)> {
         let now = crate::store::now_ms();
+        let route = |c: &Channel| self.candidates.iter().find(|x| x.index == c.index).map(|x| x.route);
         let ok = |c: &Channel, healthy: bool| {
-            healthy && !self.tried.contains(&c.index) && c.state.check(now).is_ok() && (self.accept)(c)
+            healthy && !self.tried.contains(&c.index) && c.state.check(now).is_ok() && route(c).is_some()
         };
-        if let Some(p) = self.preferred.take() {
-            if let Some(c) = self.channels.list.get(p).filter(|c| c.upstream_model(self.model).is_some() && ok(c, true))
-            {
-                self.tried.push(c.index);
-                return Some(c.clone());
-            }
-        }
-        for tier in self.channels.pools.tiers(self.model) {
-            if let Some(c) = tier.pick(&|c, healthy| ok(c, healthy)) {
-                self.tried.push(c.index);
-                return Some(c);
-            }
-        }
-        None
-    }
-
-    /// How many channels were handed out.
-    pub fn tried(&self) -> usize {
-        self.tried.len()
+        let preferred = self.preferred.take().and_then(|p| self.channels.list.get(p)).filter(|c| ok(c, true));
+        let chosen = preferred.cloned().or_else(|| {
+            self.channels.pools.tiers(self.model).iter().find_map(|tier| tier.pick(&|c, healthy| ok(c, healthy)))
+        })?;
+        let r = route(&chosen)?;
+        self.tried.push(chosen.index);
+        Some((chosen, r))
     }
 
     /// Records that `channel` served this conversation.

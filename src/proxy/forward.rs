@@ -160,10 +160,10 @@ pub async fn run(
     let mut attempts = 0;
     for mut picker in pickers {
         while attempts < app.config.routing.max_attempts {
-            let Some(channel) = picker.next_channel() else { break };
+            let Some((channel, route)) = picker.next_channel() else { break };
             attempts += 1;
             let started = Instant::now();
-            let result = attempt(app, session, ctx, &channel, &out).await;
+            let result = attempt(app, session, ctx, &channel, route, &out).await;
             let ms = started.elapsed().as_millis() as u64;
             match result {
                 Attempt::Delivered => {
@@ -412,6 +412,7 @@ async fn attempt(
     session: &mut Session,
     ctx: &mut RequestCtx,
     channel: &Arc<Channel>,
+    route: Route,
     out: &Outbound,
 ) -> Attempt {
     let _on = OnChannel::new(channel);
@@ -421,7 +422,6 @@ async fn attempt(
         return fail(None, format!("{} is not resolved", channel.base_url().host));
     }
     let upstream_model = channel.upstream_model(&out.model).unwrap_or(&out.model);
-    let route = channel.route_for(out.protocol).unwrap_or(Route::Native);
     // `translation`: the pair and what the response side needs to know.
     let (body, endpoint, mut translation) = match route {
         Route::Native => {

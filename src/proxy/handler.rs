@@ -11,7 +11,7 @@ use crate::api::{self, Endpoint, Protocol, RouteInput};
 use crate::app::App;
 use crate::auth;
 use crate::billing::estimate;
-use crate::channels::{Affinity, Channel, Route};
+use crate::channels::{Affinity, Plan};
 use crate::convert::context::Ctx;
 use crate::convert::support::estimate_request;
 use crate::convert::translate;
@@ -168,30 +168,7 @@ async fn llm(
     let Some(model_cfg) = app.config.model(&model) else {
         return Err(GatewayError::UnknownModel(model));
     };
-    // Natively where a channel speaks the client's API; else translated.
-    let native = app.channels.has_route(&model, protocol, true);
-    let translated = app.channels.has_route(&model, protocol, false);
-    let local_count = endpoint == Endpoint::CountTokens && !native && app.channels.serves_model(&model);
-    if !native && !local_count {
-        match endpoint {
-            Endpoint::Embeddings if app.channels.serves_model(&model) => {
-                return Err(GatewayError::Unsupported {
-                    param: "model",
-                    code: "model_not_supported",
-                    message: format!("model '{model}' does not support embeddings"),
-                })
-            }
-            Endpoint::ResponsesCompact if app.channels.serves_model(&model) => {
-                return Err(GatewayError::Unsupported {
-                    param: "model",
-                    code: "unsupported_endpoint",
-                    message: format!("model '{model}' cannot compact: none of its channels speaks the Responses API"),
-                })
-            }
-            _ if !translated => return Err(GatewayError::NoChannel { model }),
-            _ => {}
-        }
-    }
+    let plan = app.channels.plan(&model, endpoint)?;
     // Steps 2 (model rules) to 7 (credits) of the decision order, from memory.
     let reservation =
         estimate::reservation(body.len(), peek.max_output(), protocol, &model_cfg.price, &app.config.billing);
@@ -199,15 +176,11 @@ async fn llm(
     ctx.quota_headers = account::quota_headers(&ticket);
     ctx.ticket = Some(ticket);
     ctx.body_len = body.len();
-    if local_count {
+    let routes = match plan {
+        Plan::Forward(routes) => routes,
         // No Anthropic channel: the same estimate translated streams report.
-        let v = parse_value(&body)?;
-        let mut tctx = Ctx::new(&model, &model, app.ids.clone(), app.signer.clone());
-        let ir = translate::parse(Protocol::CountTokens, &v, &mut tctx)?;
-        ctx.translation = Some("count_tokens->estimate");
-        respond::json(session, ctx, &json!({"input_tokens": estimate_request(&ir)})).await;
-        return Ok(());
-    }
+        Plan::LocalCount => return count_locally(app, session, ctx, &body, &model).await,
+    };
     let affinity = affinity_value(&app.config.routing.affinity_keys, session, &peek)
         .map(|v| Affinity::key(identity.user.id, &model, &v));
     let out = Outbound {
@@ -223,13 +196,28 @@ async fn llm(
         json: Default::default(),
     };
     // Channels that speak the client's API first, translating ones after.
-    let mut pickers =
-        vec![app.channels.picker(&model, Box::new(move |c| c.route_for(protocol) == Some(Route::Native)), affinity)];
-    if translated {
-        let translating = Box::new(move |c: &Channel| matches!(c.route_for(protocol), Some(Route::Translate(_))));
-        pickers.push(app.channels.picker(&model, translating, affinity));
-    }
+    let pickers = [&routes.native, &routes.translated]
+        .into_iter()
+        .filter(|c| !c.is_empty())
+        .map(|c| app.channels.picker(&model, c, affinity))
+        .collect();
     forward::run(app, session, ctx, out, pickers).await
+}
+
+/// Answers `count_tokens` from the gateway's own estimate.
+async fn count_locally(
+    app: &App,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    body: &Bytes,
+    model: &str,
+) -> Result<(), GatewayError> {
+    let v = parse_value(body)?;
+    let mut tctx = Ctx::new(model, model, app.ids.clone(), app.signer.clone());
+    let ir = translate::parse(Protocol::CountTokens, &v, &mut tctx)?;
+    ctx.translation = Some("count_tokens->estimate");
+    respond::json(session, ctx, &json!({"input_tokens": estimate_request(&ir)})).await;
+    Ok(())
 }
 
 /// The first configured affinity value the request carries: a body field
