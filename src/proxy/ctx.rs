@@ -10,6 +10,30 @@ use crate::usage::Usage;
 use rand::Rng;
 use std::time::{Duration, Instant};
 
+/// How a request went wrong: the access log's `error` field.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failure {
+    /// The gateway answered with this error (`GatewayError::kind`).
+    Refused(&'static str),
+    /// The client went away before the whole answer reached it.
+    ClientGone,
+    /// The upstream refused the request: its 4xx went to the client.
+    UpstreamRefused,
+    /// The upstream failed after the response began.
+    UpstreamBroke,
+}
+
+impl Failure {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Failure::Refused(kind) => kind,
+            Failure::ClientGone => "client_disconnected",
+            Failure::UpstreamRefused => "upstream_client_error",
+            Failure::UpstreamBroke => "upstream_stream_error",
+        }
+    }
+}
+
 pub struct RequestCtx {
     pub request_id: String,
     pub started: Instant,
@@ -29,9 +53,8 @@ pub struct RequestCtx {
     pub ttfb: Option<Duration>,
     /// Status sent to the client (0: nothing was sent).
     pub status: u16,
-    /// Why the request failed, when it did (`GatewayError::kind` or a stream
-    /// failure kind).
-    pub error_kind: Option<&'static str>,
+    /// How the request went wrong, when it did.
+    pub failure: Option<Failure>,
     pub error_detail: Option<String>,
     pub translation: Option<&'static str>,
     pub inflight: Option<InFlight>,
@@ -89,7 +112,7 @@ impl RequestCtx {
             estimated: false,
             ttfb: None,
             status: 0,
-            error_kind: None,
+            failure: None,
             error_detail: None,
             translation: None,
             inflight: None,

@@ -6,14 +6,20 @@
 //! Failover happens only before the first byte reaches the client: connect
 //! errors, timeouts before headers, 429, 5xx, the channel's own key refused
 //! (401/403), and an error event before any content in a 2xx stream (the head
-//! of a stream is held until its first content event for that). Each failure
-//! also feeds the channel's passive health. Once the client has a status line,
-//! an upstream failure ends the stream with the client protocol's error event.
+//! of a stream is held until its first content event for that, at most
+//! `routing.stream_hold`). Each failure also feeds the channel's passive
+//! health. Once the client has a status line, an upstream failure ends the
+//! stream with the client protocol's error event.
+//!
+//! `upstream` builds and sends the request; `relay` holds, writes and pumps
+//! the response.
 
-use super::ctx::RequestCtx;
+use super::ctx::{Failure, RequestCtx};
+use super::relay::{self, Held, Relayed};
+use super::upstream;
 use crate::access_log::AttemptLog;
 use crate::api::body::{parse_value, rewrite_for_upstream};
-use crate::api::{Endpoint, ErrorShape, Protocol};
+use crate::api::{Endpoint, Protocol};
 use crate::app::App;
 use crate::billing::estimate;
 use crate::channels::{state::rate_limit_reset, Channel, Picker, Route};
@@ -23,7 +29,6 @@ use crate::convert::translate::{self, Pair, Translating};
 use crate::convert::Relay;
 use crate::error::GatewayError;
 use bytes::{Bytes, BytesMut};
-use futures_util::FutureExt;
 use once_cell::sync::OnceCell;
 use pingora::http::{RequestHeader, ResponseHeader};
 use pingora::protocols::http::client::HttpSession;
@@ -80,53 +85,6 @@ enum Attempt {
     Reject(GatewayError),
 }
 
-/// Request headers never forwarded upstream: hop-by-hop headers, the client's
-/// credentials (replaced by the channel's), framing we recompute, and
-/// compression (the gateway reads the bodies).
-const DROP_REQUEST_HEADERS: &[&str] = &[
-    "host",
-    "authorization",
-    "x-api-key",
-    "content-length",
-    "transfer-encoding",
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "upgrade",
-    "expect",
-    "accept-encoding",
-    "cookie",
-];
-
-/// Upstream response headers never passed to the client: hop-by-hop, framing,
-/// the upstream's own ids and account details, and its rate limits (they
-/// describe the operator's account, not the user's).
-fn drop_response_header(name: &str) -> bool {
-    matches!(
-        name,
-        "connection"
-            | "keep-alive"
-            | "proxy-connection"
-            | "transfer-encoding"
-            | "content-length"
-            | "te"
-            | "trailer"
-            | "upgrade"
-            | "set-cookie"
-            | "alt-svc"
-            | "x-request-id"
-            | "request-id"
-            | "openai-organization"
-            | "openai-project"
-            | "anthropic-organization-id"
-    ) || name.starts_with("x-ratelimit-")
-        || name.starts_with("anthropic-ratelimit-")
-        || name.starts_with("cf-")
-}
-
 /// Counts a request in flight on a channel for as long as it lives.
 struct OnChannel<'a>(&'a Channel);
 
@@ -178,7 +136,7 @@ pub async fn run(
                     return Ok(());
                 }
                 Attempt::ClientGone => {
-                    ctx.error_kind = Some("client_disconnected");
+                    ctx.failure = Some(Failure::ClientGone);
                     return Ok(());
                 }
                 Attempt::Reject(e) => {
@@ -251,162 +209,24 @@ fn apply_signal(app: &App, ch: &Channel, signal: Signal, reason: &str, now: i64)
     }
 }
 
-/// Whether a client header belongs to the other vendor's API and must not
-/// reach an upstream that speaks a translated one (an `anthropic-beta` flag
-/// means nothing to an OpenAI server, and may make a strict one refuse).
-fn foreign_header(name: &str, translated_to: Option<Pair>) -> bool {
-    match translated_to.map(Pair::upstream_endpoint) {
-        Some(Endpoint::ChatCompletions) => name.starts_with("anthropic-") || name.starts_with("x-stainless-helper"),
-        Some(_) => name.starts_with("openai-"),
-        None => false,
-    }
+/// The upstream request an attempt sends, in the channel's API.
+struct Prepared {
+    header: RequestHeader,
+    body: Bytes,
+    /// The translation, with the context its response side needs.
+    translation: Option<(Pair, Ctx)>,
 }
 
-fn request_header(
-    session: &Session,
-    channel: &Channel,
-    endpoint: Endpoint,
-    translated_to: Option<Pair>,
-    body_len: usize,
-) -> Result<RequestHeader, String> {
-    let path = channel.path_for(endpoint);
-    // No case-preserving name map (HTTP header names are case-insensitive):
-    // keeping one copied every header name once more per request.
-    let size = session.req_header().headers.len() + 3;
-    let mut req = RequestHeader::build_no_case("POST", path.as_bytes(), Some(size)).map_err(|e| e.to_string())?;
-    for (name, value) in session.req_header().headers.iter() {
-        if !DROP_REQUEST_HEADERS.contains(&name.as_str()) && !foreign_header(name.as_str(), translated_to) {
-            req.append_header(name.clone(), value.clone()).map_err(|e| e.to_string())?;
-        }
-    }
-    channel.apply_auth(&mut req).map_err(|e| e.to_string())?;
-    req.insert_header("host", channel.base_url().authority()).map_err(|e| e.to_string())?;
-    req.insert_header("content-length", body_len.to_string()).map_err(|e| e.to_string())?;
-    req.insert_header("accept-encoding", "identity").map_err(|e| e.to_string())?;
-    Ok(req)
+/// A response head from the upstream, with the connection to read the rest.
+struct Answer {
+    up: HttpSession,
+    peer: HttpPeer,
+    head: ResponseHeader,
 }
 
-/// Connects (trying each resolved address in turn) and sends the request; on
-/// a stale pooled connection (the upstream closed it while idle) retries once
-/// on a fresh one, which is safe: nothing was read. Returns the session and
-/// the peer it is connected to.
-async fn send_request(
-    app: &App,
-    peers: Vec<HttpPeer>,
-    header: &RequestHeader,
-    body: &Bytes,
-    write_timeout: Duration,
-) -> Result<(HttpSession, HttpPeer), String> {
-    let mut last = String::from("no address");
-    for peer in peers {
-        match send_to(app, &peer, header, body, write_timeout).await {
-            Ok(up) => return Ok((up, peer)),
-            Err((e, connected)) => {
-                last = e;
-                if connected {
-                    break;
-                }
-            }
-        }
-    }
-    Err(last)
-}
-
-/// One address; the error says whether a connection was made (then another
-/// address would not help).
-async fn send_to(
-    app: &App,
-    peer: &HttpPeer,
-    header: &RequestHeader,
-    body: &Bytes,
-    write_timeout: Duration,
-) -> Result<HttpSession, (String, bool)> {
-    let mut tries = 0;
-    loop {
-        tries += 1;
-        let (up, reused) = app.connector.get_http_session(peer).await.map_err(|e| (format!("connect: {e}"), false))?;
-        // A failed session is dropped (closed) inside `write_request`.
-        match write_request(up, peer, header, body, write_timeout).await {
-            Ok(up) => return Ok(up),
-            Err(e) if reused && tries == 1 => log::debug!("stale pooled connection ({e}); reconnecting"),
-            Err(e) => return Err((format!("sending request: {e}"), true)),
-        }
-    }
-}
-
-/// Bodies up to this size leave in the same write as the request head.
-const COALESCE_BODY_MAX: usize = 64 << 10;
-
-/// Writes the request head and body. Pingora's HTTP/1 client flushes the head
-/// on its own, so every request cost two sends and woke the upstream twice;
-/// for bodies up to [`COALESCE_BODY_MAX`] the head and body go out in one
-/// write on the pooled stream, which is then wrapped in a fresh client session
-/// to read the response. That session has no record of the request head, which
-/// only matters for HEAD and upgrade requests: never sent here (every
-/// forwarded request is a POST with a Content-Length, see [`request_header`]).
-async fn write_request(
-    mut up: HttpSession,
-    peer: &HttpPeer,
-    header: &RequestHeader,
-    body: &Bytes,
-    write_timeout: Duration,
-) -> pingora::Result<HttpSession> {
-    use pingora::protocols::http::v1::client::{http_req_header_to_wire, HttpSession as Http1Session};
-    use pingora::{Error, ErrorType, OrErr};
-    use tokio::io::AsyncWriteExt;
-    match up {
-        HttpSession::H1(h1) if body.len() <= COALESCE_BODY_MAX => {
-            let mut wire = http_req_header_to_wire(header)
-                .ok_or_else(|| Error::explain(ErrorType::InvalidHTTPHeader, "unsendable request head"))?;
-            wire.extend_from_slice(body);
-            let mut stream = h1.into_inner();
-            let write = async {
-                stream.write_all(&wire).await?;
-                stream.flush().await
-            };
-            match tokio::time::timeout(write_timeout, write).await {
-                Ok(done) => done.or_err(ErrorType::WriteError, "writing request")?,
-                Err(_) => return Error::e_explain(ErrorType::WriteTimedout, "writing request"),
-            }
-            Ok(HttpSession::H1(Http1Session::new_with_options(stream, peer)))
-        }
-        _ => {
-            up.set_write_timeout(Some(write_timeout));
-            up.write_request_header(Box::new(header.clone())).await?;
-            up.write_request_body(body.clone(), true).await?;
-            up.finish_request_body().await?;
-            Ok(up)
-        }
-    }
-}
-
-/// Reads at most `limit` bytes of a (small) error body.
-async fn read_small_body(up: &mut HttpSession, limit: usize) -> Bytes {
-    let mut buf = BytesMut::new();
-    let read = async {
-        while buf.len() < limit {
-            match up.read_response_body().await {
-                Ok(Some(b)) => buf.extend_from_slice(&b),
-                _ => break,
-            }
-        }
-    };
-    let _ = tokio::time::timeout(Duration::from_secs(10), read).await;
-    buf.freeze()
-}
-
-fn error_message(body: &[u8]) -> String {
-    let parsed = crate::convert::passthrough::parse_error(&String::from_utf8_lossy(body));
-    parsed.message.chars().take(300).collect()
-}
-
-/// What the first phase of an attempt produced.
-enum Head {
-    /// Bytes (held back while waiting for content) and whether the body ended.
-    Ready(BytesMut, bool),
-    Retry(Attempt),
-}
-
+/// One attempt on one channel, in phases: prepare the request, send it and
+/// wait for the head, classify the head, hold a stream's head until its first
+/// content, then relay.
 async fn attempt(
     app: &App,
     session: &mut Session,
@@ -416,351 +236,256 @@ async fn attempt(
     out: &Outbound,
 ) -> Attempt {
     let _on = OnChannel::new(channel);
-    let fail = |status: Option<u16>, reason: String| Attempt::Retry { status, reason, signal: Signal::Failure };
-    let peers = channel.peers();
-    if peers.is_empty() {
-        return fail(None, format!("{} is not resolved", channel.base_url().host));
+    let prepared = match prepare(app, session, channel, route, out) {
+        Ok(p) => p,
+        Err(a) => return a,
+    };
+    let timeouts = channel.cfg.timeouts;
+    let deadline = tokio::time::Instant::now() + timeouts.total;
+    let mut answer = match send(app, session, channel, &prepared).await {
+        Ok(a) => a,
+        Err(a) => return a,
+    };
+    let status = answer.head.status.as_u16();
+    ctx.upstream_status = Some(status);
+    if let Some(signal) = failover_signal(&answer.head) {
+        let body = upstream::read_small_body(&mut answer.up, 16 << 10).await;
+        answer.up.shutdown().await;
+        let reason = format!("upstream answered {status}: {}", upstream::error_message(&body));
+        return Attempt::Retry { status: Some(status), reason, signal };
+    }
+    let success = answer.head.status.is_success();
+    let Prepared { translation, .. } = prepared;
+    if let (Some((pair, tctx)), false) = (translation.as_ref(), success) {
+        return refuse_translated(session, ctx, channel, answer, *pair, tctx, out.stream).await;
+    }
+    let is_sse =
+        answer.head.headers.get("content-type").is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    let translated = translation.is_some();
+    let mut relay = relay_for(ctx, out, translation, is_sse, success);
+    answer.up.set_read_timeout(Some(timeouts.idle));
+    let streaming = is_sse || (translated && out.stream);
+    let (held, ended) = if streaming && success {
+        let hold_until = deadline.min(tokio::time::Instant::now() + app.config.routing.stream_hold);
+        match hold(session, &mut answer.up, relay.as_mut(), hold_until).await {
+            Ok(h) => h,
+            Err(a) => return a,
+        }
+    } else {
+        (BytesMut::new(), false)
+    };
+    let keepalive = app.config.routing.stream_keepalive.filter(|_| streaming && out.stream);
+    let body = Body { relay: relay.as_mut(), held, ended, is_sse, translated, deadline, keepalive };
+    deliver(app, session, ctx, channel, answer, body, out).await
+}
+
+/// Phase 1: the body and head in the channel's API.
+fn prepare(app: &App, session: &Session, channel: &Channel, route: Route, out: &Outbound) -> Result<Prepared, Attempt> {
+    if channel.addrs().is_empty() {
+        let reason = format!("{} is not resolved", channel.base_url().host);
+        return Err(Attempt::Retry { status: None, reason, signal: Signal::Failure });
     }
     let upstream_model = channel.upstream_model(&out.model).unwrap_or(&out.model);
-    // `translation`: the pair and what the response side needs to know.
-    let (body, endpoint, mut translation) = match route {
+    let (body, endpoint, translation) = match route {
         Route::Native => {
             let body = rewrite_for_upstream(out.body.clone(), Some(upstream_model), out.add_include_usage);
             (body, out.endpoint, None)
         }
         Route::Translate(pair) => {
-            let json = match out.json() {
-                Ok(j) => j,
-                Err(e) => return Attempt::Reject(e),
-            };
+            let json = out.json().map_err(Attempt::Reject)?;
             let mut tctx = Ctx::new(&out.model, upstream_model, app.ids.clone(), app.signer.clone());
             tctx.context_window = channel.cfg.context_window;
             tctx.quirks = channel.cfg.quirks.clone();
-            match translate::request(pair, json, &mut tctx) {
-                Ok(body) => (body, pair.upstream_endpoint(), Some((pair, tctx))),
-                Err(e) => return Attempt::Reject(e),
-            }
+            let body = translate::request(pair, json, &mut tctx).map_err(Attempt::Reject)?;
+            (body, pair.upstream_endpoint(), Some((pair, tctx)))
         }
     };
     let pair = translation.as_ref().map(|(p, _)| *p);
-    let header = match request_header(session, channel, endpoint, pair, body.len()) {
-        Ok(h) => h,
-        Err(e) => return fail(None, format!("building request: {e}")),
-    };
-    let timeouts = channel.cfg.timeouts;
-    let deadline = tokio::time::Instant::now() + timeouts.total;
-    let (mut up, peer) = match send_request(app, peers, &header, &body, timeouts.idle).await {
-        Ok(r) => r,
-        Err(e) => return fail(None, e),
-    };
+    let header = upstream::request_header(session, channel, endpoint, pair, body.len()).map_err(|e| {
+        Attempt::Retry { status: None, reason: format!("building request: {e}"), signal: Signal::Failure }
+    })?;
+    Ok(Prepared { header, body, translation })
+}
 
-    // Wait for the response header, noticing a client that hangs up meanwhile.
+/// Phase 2: sends the request and waits for the response head, noticing a
+/// client that hangs up meanwhile.
+async fn send(app: &App, session: &mut Session, channel: &Channel, p: &Prepared) -> Result<Answer, Attempt> {
+    let fail = |reason: String| Attempt::Retry { status: None, reason, signal: Signal::Failure };
+    let timeouts = channel.cfg.timeouts;
+    let (mut up, peer) =
+        upstream::send_request(app, channel.peers(), &p.header, &p.body, timeouts.idle).await.map_err(fail)?;
     up.set_read_timeout(Some(timeouts.first_byte));
-    let head = tokio::select! {
+    let read = tokio::select! {
         r = up.read_response_header() => r,
         _ = session.as_downstream_mut().read_body_or_idle(true) => {
             up.shutdown().await;
-            return Attempt::ClientGone;
+            return Err(Attempt::ClientGone);
         }
     };
-    if let Err(e) = head {
+    if let Err(e) = read {
         up.shutdown().await;
-        return fail(None, format!("no response header: {e}"));
+        return Err(fail(format!("no response header: {e}")));
     }
-    let Some(resp) = up.response_header().cloned() else {
-        return fail(None, "no response header".into());
-    };
-    let status = resp.status.as_u16();
-    ctx.upstream_status = Some(status);
-    let signal = match status {
-        429 => Some(Signal::RateLimited(rate_limit_reset(&resp.headers, crate::store::now_ms()))),
+    let head = up.response_header().cloned().ok_or_else(|| fail("no response header".into()))?;
+    Ok(Answer { up, peer, head })
+}
+
+/// Phase 3: whether the head is one another channel should get a chance at
+/// (429, 5xx, the channel's own key refused), and what it says about the
+/// channel.
+fn failover_signal(head: &ResponseHeader) -> Option<Signal> {
+    match head.status.as_u16() {
+        429 => Some(Signal::RateLimited(rate_limit_reset(&head.headers, crate::store::now_ms()))),
         401 | 403 => Some(Signal::AuthRefused),
         s if s >= 500 => Some(Signal::Failure),
         _ => None,
-    };
-    if let Some(signal) = signal {
-        let body = read_small_body(&mut up, 16 << 10).await;
-        up.shutdown().await;
-        let reason = format!("upstream answered {status}: {}", error_message(&body));
-        return Attempt::Retry { status: Some(status), reason, signal };
     }
+}
 
-    let is_sse = resp.headers.get("content-type").is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
-    let success = (200..300).contains(&status);
-    if let (Some((pair, tctx)), false) = (translation.as_ref(), success) {
-        let pair = *pair;
-        // The upstream refused the translated request (400, 404, 413...):
-        // the client gets that refusal in its own API's words.
-        let body = read_small_body(&mut up, 64 << 10).await;
-        up.shutdown().await;
-        ctx.channel = Some(channel.name().to_string());
-        ctx.translation = Some(pair.label());
-        ctx.error_detail = Some(error_message(&body));
-        let (status, content_type, body) = translate::error(pair, status, &body, tctx, out.stream, None);
-        ctx.status = status;
-        super::respond::send_typed(session, ctx, status, content_type, &[], body).await;
-        let gone = ctx.error_kind == Some("client_disconnected");
-        ctx.error_kind = Some("upstream_client_error");
-        return if gone { Attempt::ClientGone } else { Attempt::Delivered };
+/// Phase 4, for a 2xx stream: what was held before its first content (or
+/// the hold's end), and whether the body already ended.
+async fn hold(
+    session: &mut Session,
+    up: &mut HttpSession,
+    relay: &mut dyn Relay,
+    hold_until: tokio::time::Instant,
+) -> Result<(BytesMut, bool), Attempt> {
+    let failed = match relay::hold_head(session, up, relay, hold_until).await {
+        Held::Ready(held, ended) => return Ok((held, ended)),
+        Held::Failed(reason) => Attempt::Retry { status: Some(200), reason, signal: Signal::Failure },
+        Held::ClientGone => Attempt::ClientGone,
+    };
+    up.shutdown().await;
+    Err(failed)
+}
+
+/// The upstream refused a translated request (400, 404, 413…): the client
+/// gets that refusal in its own API's words.
+async fn refuse_translated(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    channel: &Channel,
+    mut answer: Answer,
+    pair: Pair,
+    tctx: &Ctx,
+    stream: bool,
+) -> Attempt {
+    let body = upstream::read_small_body(&mut answer.up, 64 << 10).await;
+    answer.up.shutdown().await;
+    ctx.channel = Some(channel.name().to_string());
+    ctx.translation = Some(pair.label());
+    ctx.error_detail = Some(upstream::error_message(&body));
+    let (status, content_type, body) = translate::error(pair, answer.head.status.as_u16(), &body, tctx, stream, None);
+    let delivered = super::respond::send_typed(session, ctx, status, content_type, &[], body).await;
+    if delivered {
+        ctx.failure = Some(Failure::UpstreamRefused);
+        Attempt::Delivered
+    } else {
+        Attempt::ClientGone
     }
-    let mut relay: Box<dyn Relay> = match translation.take() {
+}
+
+/// The relay that turns the upstream body into the client's.
+fn relay_for(
+    ctx: &mut RequestCtx,
+    out: &Outbound,
+    translation: Option<(Pair, Ctx)>,
+    is_sse: bool,
+    success: bool,
+) -> Box<dyn Relay> {
+    match translation {
         Some((pair, tctx)) => {
             ctx.translation = Some(pair.label());
             Box::new(Translating::new(pair, tctx, is_sse, out.stream))
         }
-        _ if is_sse && success => {
+        None if is_sse && success => {
             Box::new(SsePassthrough::new(out.protocol, out.add_include_usage && !out.client_wants_usage))
         }
-        _ => Box::new(JsonPassthrough::new(if success { out.protocol } else { Protocol::CountTokens })),
-    };
-    up.set_read_timeout(Some(timeouts.idle));
-    let streaming = is_sse || (pair.is_some() && out.stream);
-    let (held, ended) = if streaming && success {
-        let hold_until = tokio::time::Instant::now() + app.config.routing.stream_hold;
-        match hold_head(session, &mut up, relay.as_mut(), deadline.min(hold_until)).await {
-            Head::Ready(held, ended) => (held, ended),
-            Head::Retry(a) => {
-                up.shutdown().await;
-                return a;
-            }
-        }
-    } else {
-        (BytesMut::new(), false)
-    };
+        None => Box::new(JsonPassthrough::new(if success { out.protocol } else { Protocol::CountTokens })),
+    }
+}
 
-    // Committed: from here on the client gets this upstream's answer.
+/// What phase 5 relays.
+struct Body<'r> {
+    relay: &'r mut dyn Relay,
+    /// Client bytes held while waiting for content.
+    held: BytesMut,
+    /// The upstream body already ended.
+    ended: bool,
+    is_sse: bool,
+    translated: bool,
+    deadline: tokio::time::Instant,
+    keepalive: Option<Duration>,
+}
+
+/// Phase 5, committed: from here on the client gets this upstream's answer.
+/// Writes the head and the body, settles the usage seen, and returns the
+/// connection to the pool when the body ended cleanly.
+async fn deliver(
+    app: &App,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    channel: &Channel,
+    answer: Answer,
+    body: Body<'_>,
+    out: &Outbound,
+) -> Attempt {
+    let Answer { mut up, peer, head } = answer;
+    let Body { relay, held, ended, is_sse, translated, deadline, keepalive } = body;
     ctx.channel = Some(channel.name().to_string());
     ctx.ttfb = Some(ctx.started.elapsed());
+    let success = head.status.is_success();
     // A translated body is in the client's format, whatever the upstream sent.
-    let content_type = pair.map(|_| if out.stream { "text/event-stream" } else { "application/json" });
-    if let Err(e) = write_head(session, ctx, &resp, relay.preserves_length(), content_type).await {
+    let content_type = translated.then_some(if out.stream { "text/event-stream" } else { "application/json" });
+    if let Err(e) = relay::write_head(session, ctx, &head, relay.preserves_length(), content_type).await {
         log::debug!("{}: client gone before the response header: {e}", ctx.request_id);
         up.shutdown().await;
         return Attempt::ClientGone;
     }
-    ctx.status = status;
+    ctx.status = head.status.as_u16();
     if !success {
-        ctx.error_kind = Some("upstream_client_error");
+        ctx.failure = Some(Failure::UpstreamRefused);
     }
     let mut outcome = if ended {
         let mut tail = held;
         tail.extend_from_slice(&relay.finish());
         match session.write_response_body((!tail.is_empty()).then(|| tail.freeze()), true).await {
-            Ok(()) => Pump::Complete,
-            Err(_) => Pump::ClientGone,
+            Ok(()) => Relayed::Complete,
+            Err(_) => Relayed::ClientGone,
         }
     } else if !held.is_empty() && session.write_response_body(Some(held.freeze()), false).await.is_err() {
-        Pump::ClientGone
+        Relayed::ClientGone
     } else {
-        let keepalive = app.config.routing.stream_keepalive.filter(|_| streaming && out.stream);
-        pump(session, ctx, &mut up, relay.as_mut(), deadline, keepalive).await
+        relay::pump(session, ctx, &mut up, relay, deadline, keepalive).await
     };
-    if matches!(outcome, Pump::ClientGone) && !is_sse {
+    if matches!(outcome, Relayed::ClientGone) && !is_sse {
         // A non-streaming answer is already generated: reading the rest costs
         // the upstream nothing and gives the exact usage to bill.
-        outcome = drain(&mut up, relay.as_mut(), deadline).await;
-        ctx.error_kind = Some("client_disconnected");
+        outcome = relay::drain(&mut up, relay, deadline).await;
+        ctx.failure = Some(Failure::ClientGone);
     }
     ctx.usage = relay.usage();
-    if success && !relay.usage_complete() && !matches!(outcome, Pump::Complete) {
+    if success && !relay.usage_complete() && !matches!(outcome, Relayed::Complete) {
         // Cut short before the final usage report: bill what was reported,
         // with output at least what the streamed text implies.
         ctx.usage = Some(estimate::incomplete(relay.usage(), ctx.body_len, relay.output_chars()));
         ctx.estimated = true;
     }
     match outcome {
-        Pump::Complete => {
+        Relayed::Complete => {
             app.connector.release_http_session(up, &peer, Some(channel.pool_idle_timeout())).await;
         }
-        Pump::UpstreamFailed(reason) => {
+        Relayed::UpstreamFailed(reason) => {
             log::warn!("{}: stream from {} failed: {reason}", ctx.request_id, channel.name());
             channel.state.note_error(crate::store::now_ms(), &reason);
-            ctx.error_kind = Some("upstream_stream_error");
+            ctx.failure = Some(Failure::UpstreamBroke);
             ctx.error_detail = Some(reason);
             up.shutdown().await;
         }
-        Pump::ClientGone => {
-            ctx.error_kind = Some("client_disconnected");
+        Relayed::ClientGone => {
+            ctx.failure = Some(Failure::ClientGone);
             up.shutdown().await;
         }
     }
     Attempt::Delivered
-}
-
-/// Reads a 2xx stream until its first content event, holding what came before
-/// (so an error event that arrives before any content can still fail over),
-/// but only until `hold_until`: then what is held goes out and the stream is
-/// committed, content or not.
-async fn hold_head(
-    session: &mut Session,
-    up: &mut HttpSession,
-    relay: &mut dyn Relay,
-    hold_until: tokio::time::Instant,
-) -> Head {
-    let mut held = BytesMut::new();
-    loop {
-        if let Some(err) = relay.stream_error().filter(|_| !relay.content_started()) {
-            let reason = format!("error event before any content: {}", err.message);
-            return Head::Retry(Attempt::Retry { status: Some(200), reason, signal: Signal::Failure });
-        }
-        if relay.content_started() {
-            return Head::Ready(held, false);
-        }
-        // The hold ends at `hold_until` (the earlier of `stream_hold` and the
-        // total timeout): a read still pending then is dropped before it has
-        // taken any bytes, and the pump reads on.
-        let next = tokio::select! {
-            r = up.read_response_body() => r,
-            _ = session.as_downstream_mut().read_body_or_idle(true) => return Head::Retry(Attempt::ClientGone),
-            _ = tokio::time::sleep_until(hold_until) => return Head::Ready(held, false),
-        };
-        match next {
-            Ok(Some(chunk)) => held.extend_from_slice(&relay.push(chunk)),
-            Ok(None) => return Head::Ready(held, true),
-            Err(e) => {
-                let reason = format!("stream failed before any content: {e}");
-                return Head::Retry(Attempt::Retry { status: Some(200), reason, signal: Signal::Failure });
-            }
-        }
-    }
-}
-
-/// Reads the rest of an upstream body nobody will receive, for its usage.
-async fn drain(up: &mut HttpSession, relay: &mut dyn Relay, deadline: tokio::time::Instant) -> Pump {
-    loop {
-        match tokio::time::timeout_at(deadline, up.read_response_body()).await {
-            Ok(Ok(Some(chunk))) => {
-                relay.push(chunk);
-            }
-            Ok(Ok(None)) => {
-                relay.finish();
-                return Pump::Complete;
-            }
-            _ => return Pump::ClientGone,
-        }
-    }
-}
-
-async fn write_head(
-    session: &mut Session,
-    ctx: &RequestCtx,
-    up: &ResponseHeader,
-    keep_length: bool,
-    content_type: Option<&'static str>,
-) -> pingora::Result<()> {
-    // Without a case-preserving name map, as in `request_header`.
-    let mut resp = ResponseHeader::build_no_case(up.status, Some(up.headers.len() + 5))?;
-    for (name, value) in up.headers.iter() {
-        if !drop_response_header(name.as_str()) {
-            resp.append_header(name.clone(), value.clone())?;
-        }
-    }
-    if let Some(ct) = content_type {
-        resp.insert_header("content-type", ct)?;
-        if ct == "text/event-stream" {
-            resp.insert_header("cache-control", "no-cache")?;
-        }
-    }
-    match up.headers.get("content-length") {
-        Some(len) if keep_length => resp.insert_header("content-length", len.clone())?,
-        _ => resp.insert_header("transfer-encoding", "chunked")?,
-    }
-    if let Some(id) = up.headers.get("x-request-id").or_else(|| up.headers.get("request-id")) {
-        resp.insert_header("x-upstream-request-id", id.clone())?;
-    }
-    resp.insert_header("x-request-id", ctx.request_id.as_str())?;
-    if ctx.shape == ErrorShape::Anthropic {
-        resp.insert_header("request-id", ctx.request_id.as_str())?;
-    }
-    if up.status.is_success() {
-        for (k, v) in &ctx.quota_headers {
-            resp.insert_header(*k, v.as_str())?;
-        }
-    }
-    session.write_response_header(Box::new(resp), false).await
-}
-
-enum Pump {
-    Complete,
-    UpstreamFailed(String),
-    ClientGone,
-}
-
-/// Most bytes gathered from a burst before writing them to the client.
-const COALESCE_LIMIT: usize = 64 << 10;
-
-/// What a silent stream gets every `routing.stream_keepalive`.
-const KEEPALIVE_COMMENT: &[u8] = b": keep-alive\n\n";
-
-/// Relays the upstream body to the client as it arrives; an SSE stream gets
-/// a comment after `keepalive` of upstream silence.
-async fn pump(
-    session: &mut Session,
-    ctx: &RequestCtx,
-    up: &mut HttpSession,
-    relay: &mut dyn Relay,
-    deadline: tokio::time::Instant,
-    keepalive: Option<Duration>,
-) -> Pump {
-    // A read that completed while a burst was being gathered, handled first.
-    let mut ready: Option<pingora::Result<Option<Bytes>>> = None;
-    loop {
-        let next = match ready.take() {
-            Some(r) => Ok(r),
-            None => tokio::select! {
-                r = tokio::time::timeout_at(deadline, up.read_response_body()) => r,
-                _ = session.as_downstream_mut().read_body_or_idle(true) => return Pump::ClientGone,
-                _ = tokio::time::sleep(keepalive.unwrap_or_default()), if keepalive.is_some() => {
-                    if session.write_response_body(Some(Bytes::from_static(KEEPALIVE_COMMENT)), false).await.is_err() {
-                        return Pump::ClientGone;
-                    }
-                    continue;
-                }
-            },
-        };
-        let failure = match next {
-            Ok(Ok(Some(chunk))) => {
-                let mut out = BytesMut::from(relay.push(chunk));
-                // Take what the upstream has already sent as well and write it
-                // in one go: a burst of events costs one send, not one each.
-                // Only what is ready: waiting for more would add latency.
-                while out.len() < COALESCE_LIMIT {
-                    match up.read_response_body().now_or_never() {
-                        Some(Ok(Some(more))) => out.extend_from_slice(&relay.push(more)),
-                        Some(other) => {
-                            ready = Some(other);
-                            break;
-                        }
-                        None => break,
-                    }
-                }
-                if !out.is_empty() && session.write_response_body(Some(out.freeze()), false).await.is_err() {
-                    return Pump::ClientGone;
-                }
-                continue;
-            }
-            Ok(Ok(None)) => {
-                let tail = relay.finish();
-                let tail = (!tail.is_empty()).then_some(tail);
-                if session.write_response_body(tail, true).await.is_err() {
-                    return Pump::ClientGone;
-                }
-                return Pump::Complete;
-            }
-            Ok(Err(e)) => format!("reading upstream body: {e}"),
-            Err(_) => "total timeout reached".to_string(),
-        };
-        // The client already has a 200: end its stream with an error event in
-        // its protocol rather than a silent truncation.
-        log::debug!("{}: {failure}", ctx.request_id);
-        let end = relay.abort("The upstream connection failed mid-response; the answer is incomplete.");
-        if end.is_empty() {
-            // A plain body has no error event: close the connection so the
-            // client sees a truncated response, not a complete-looking one.
-            session.as_downstream_mut().shutdown().await;
-        } else {
-            let _ = session.write_response_body(Some(end), true).await;
-        }
-        return Pump::UpstreamFailed(failure);
-    }
 }

@@ -6,9 +6,11 @@ mod account;
 pub mod ctx;
 mod forward;
 mod handler;
+mod relay;
 mod respond;
 mod settle;
 mod site;
+mod upstream;
 
 use crate::app::{App, InFlight};
 use async_trait::async_trait;

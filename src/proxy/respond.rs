@@ -1,16 +1,22 @@
 //! Responses the gateway writes itself: JSON answers and errors in the client's
 //! protocol shape, always with `x-request-id`.
 
-use super::ctx::RequestCtx;
+use super::ctx::{Failure, RequestCtx};
 use crate::api::ErrorShape;
 use crate::error::GatewayError;
 use bytes::Bytes;
 use pingora::http::ResponseHeader;
 use pingora::proxy::Session;
 
-/// Writes a complete response. Failures to write mean the client is gone; they
-/// are recorded, not propagated.
-pub async fn send(session: &mut Session, ctx: &mut RequestCtx, status: u16, headers: &[(&str, String)], body: Bytes) {
+/// Writes a complete response; returns whether the client got it. Failures
+/// to write mean the client is gone; they are recorded, not propagated.
+pub async fn send(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    status: u16,
+    headers: &[(&str, String)],
+    body: Bytes,
+) -> bool {
     send_typed(session, ctx, status, "application/json", headers, body).await
 }
 
@@ -23,12 +29,12 @@ pub async fn send_typed(
     content_type: &str,
     headers: &[(&str, String)],
     body: Bytes,
-) {
+) -> bool {
     let mut resp = match ResponseHeader::build(status, Some(headers.len() + 4)) {
         Ok(r) => r,
         Err(e) => {
             log::error!("cannot build a {status} response: {e}");
-            return;
+            return false;
         }
     };
     let _ = resp.insert_header("content-type", content_type);
@@ -43,17 +49,19 @@ pub async fn send_typed(
     ctx.status = status;
     let is_head = session.req_header().method == http::Method::HEAD;
     if let Err(e) = session.write_response_header(Box::new(resp), is_head).await {
-        ctx.error_kind.get_or_insert("client_disconnected");
+        ctx.failure.get_or_insert(Failure::ClientGone);
         log::debug!("{}: writing response header failed: {e}", ctx.request_id);
-        return;
+        return false;
     }
     if is_head {
-        return;
+        return true;
     }
     if let Err(e) = session.write_response_body(Some(body), true).await {
-        ctx.error_kind.get_or_insert("client_disconnected");
+        ctx.failure.get_or_insert(Failure::ClientGone);
         log::debug!("{}: writing response body failed: {e}", ctx.request_id);
+        return false;
     }
+    true
 }
 
 /// Writes `value` as a 200 JSON response.
@@ -64,7 +72,7 @@ pub async fn json(session: &mut Session, ctx: &mut RequestCtx, value: &serde_jso
 
 /// Writes a gateway error in the client's shape with the retry headers.
 pub async fn error(session: &mut Session, ctx: &mut RequestCtx, err: &GatewayError) {
-    ctx.error_kind = Some(err.kind());
+    ctx.failure = Some(Failure::Refused(err.kind()));
     ctx.error_detail = Some(err.to_string());
     let mut headers: Vec<(&str, String)> = Vec::with_capacity(2);
     if err.should_not_retry() {

@@ -2,7 +2,7 @@
 //! writer) and the access-log line. Runs on every path, rejected requests
 //! included.
 
-use super::ctx::RequestCtx;
+use super::ctx::{Failure, RequestCtx};
 use crate::access_log::{timestamp, AccessLine, Tokens};
 use crate::app::App;
 use crate::config::units::format_credits;
@@ -110,7 +110,7 @@ pub async fn settle(app: &App, session: &Session, ctx: &mut RequestCtx) {
         total_ms,
         bytes_in: session.body_bytes_read() as u64,
         bytes_out: session.body_bytes_sent() as u64,
-        error: ctx.error_kind,
+        error: ctx.failure.map(Failure::as_str),
         error_detail: ctx.error_detail.clone(),
         attempts: std::mem::take(&mut ctx.attempts),
         translation: ctx.translation,
