@@ -4,6 +4,7 @@
 //! `{"type":"error","error":{…}}`).
 
 use crate::api::ErrorShape;
+use crate::convert::ir::ErrKind;
 use bytes::Bytes;
 use serde_json::json;
 
@@ -140,47 +141,56 @@ impl GatewayError {
             && matches!(self.status(), 400 | 401 | 402 | 403 | 404 | 405 | 409 | 413 | 426)
     }
 
-    /// OpenAI `type` and `code` for this error (protocol-mapping §7.3.4).
-    fn openai_type_code(&self) -> (&'static str, Option<&'static str>, Option<&'static str>) {
+    /// The canonical kind, which picks the error `type` each client API
+    /// shows (the same tables render upstream errors: `convert::chat` and
+    /// `convert::anthropic`).
+    pub fn err_kind(&self) -> ErrKind {
         use GatewayError::*;
         match self {
-            MissingKey | MalformedKey | UnknownKey | DisabledKey | ExpiredKey => {
-                ("invalid_request_error", Some("invalid_api_key"), None)
-            }
-            UserBanned => ("invalid_request_error", Some("account_banned"), None),
-            ModelNotAllowed { .. } => ("invalid_request_error", Some("model_not_allowed"), Some("model")),
+            MissingKey | MalformedKey | UnknownKey | DisabledKey | ExpiredKey => ErrKind::Auth,
+            UserBanned | ModelNotAllowed { .. } => ErrKind::Permission,
             ConcurrencyLimit { .. } | RateLimit { .. } | DailyQuotaExhausted { .. } | RedeemThrottled { .. } => {
-                ("rate_limit_error", Some("rate_limit_exceeded"), None)
+                ErrKind::RateLimit
             }
-            InsufficientCredits | CreditsHeld => ("insufficient_quota", Some("insufficient_quota"), None),
-            InvalidJson(_) => ("invalid_request_error", Some("invalid_json"), None),
-            MissingField(f) => ("invalid_request_error", Some("missing_required_parameter"), Some(f)),
-            InvalidField { field, .. } => ("invalid_request_error", Some("invalid_value"), Some(field)),
-            Unsupported { param, code, .. } => ("invalid_request_error", Some(code), Some(param)),
-            BodyTooLarge { .. } => ("invalid_request_error", Some("request_too_large"), None),
-            UnknownModel(_) => ("invalid_request_error", Some("model_not_found"), Some("model")),
-            RouteNotFound(_) => ("invalid_request_error", Some("unknown_url"), None),
-            MethodNotAllowed { .. } => ("invalid_request_error", Some("method_not_allowed"), None),
-            WebSocketUnsupported => ("invalid_request_error", Some("websocket_not_supported"), None),
-            RedeemInvalid(_) => ("invalid_request_error", Some("invalid_code"), Some("code")),
-            RedeemConflict(_) => ("invalid_request_error", Some("code_unavailable"), Some("code")),
-            NoChannel { .. } | AllChannelsFailed { .. } => ("service_unavailable_error", None, None),
-            Internal(_) => ("server_error", None, None),
+            InsufficientCredits | CreditsHeld => ErrKind::Quota,
+            BodyTooLarge { .. } => ErrKind::TooLarge,
+            UnknownModel(_) | RouteNotFound(_) => ErrKind::NotFound,
+            NoChannel { .. } | AllChannelsFailed { .. } => ErrKind::Overloaded,
+            Internal(_) => ErrKind::Server,
+            InvalidJson(_)
+            | MissingField(_)
+            | InvalidField { .. }
+            | Unsupported { .. }
+            | MethodNotAllowed { .. }
+            | WebSocketUnsupported
+            | RedeemInvalid(_)
+            | RedeemConflict(_) => ErrKind::InvalidRequest,
         }
     }
 
-    /// Anthropic `error.type` for this error.
-    fn anthropic_type(&self) -> &'static str {
-        match self.status() {
-            401 => "authentication_error",
-            402 => "billing_error",
-            403 => "permission_error",
-            404 => "not_found_error",
-            413 => "request_too_large",
-            429 => "rate_limit_error",
-            503 => "overloaded_error",
-            500 => "api_error",
-            _ => "invalid_request_error",
+    /// OpenAI's `code` and `param`, more precise than the kind's.
+    fn openai_code_param(&self) -> (Option<&'static str>, Option<&'static str>) {
+        use GatewayError::*;
+        match self {
+            MissingKey | MalformedKey | UnknownKey | DisabledKey | ExpiredKey => (Some("invalid_api_key"), None),
+            UserBanned => (Some("account_banned"), None),
+            ModelNotAllowed { .. } => (Some("model_not_allowed"), Some("model")),
+            ConcurrencyLimit { .. } | RateLimit { .. } | DailyQuotaExhausted { .. } | RedeemThrottled { .. } => {
+                (Some("rate_limit_exceeded"), None)
+            }
+            InsufficientCredits | CreditsHeld => (Some("insufficient_quota"), None),
+            InvalidJson(_) => (Some("invalid_json"), None),
+            MissingField(f) => (Some("missing_required_parameter"), Some(f)),
+            InvalidField { field, .. } => (Some("invalid_value"), Some(field)),
+            Unsupported { param, code, .. } => (Some(code), Some(param)),
+            BodyTooLarge { .. } => (Some("request_too_large"), None),
+            UnknownModel(_) => (Some("model_not_found"), Some("model")),
+            RouteNotFound(_) => (Some("unknown_url"), None),
+            MethodNotAllowed { .. } => (Some("method_not_allowed"), None),
+            WebSocketUnsupported => (Some("websocket_not_supported"), None),
+            RedeemInvalid(_) => (Some("invalid_code"), Some("code")),
+            RedeemConflict(_) => (Some("code_unavailable"), Some("code")),
+            NoChannel { .. } | AllChannelsFailed { .. } | Internal(_) => (None, None),
         }
     }
 
@@ -189,12 +199,13 @@ impl GatewayError {
         let message = self.to_string();
         let v = match shape {
             ErrorShape::OpenAi => {
-                let (ty, code, param) = self.openai_type_code();
+                let (ty, _) = crate::convert::chat::error_type_code(self.err_kind());
+                let (code, param) = self.openai_code_param();
                 json!({"error": {"message": message, "type": ty, "param": param, "code": code}})
             }
             ErrorShape::Anthropic => json!({
                 "type": "error",
-                "error": {"type": self.anthropic_type(), "message": message},
+                "error": {"type": crate::convert::anthropic::error_type(self.err_kind()), "message": message},
                 "request_id": request_id,
             }),
         };
@@ -228,6 +239,40 @@ mod tests {
         let v = parse(GatewayError::InsufficientCredits.body(ErrorShape::Anthropic, "r"));
         assert_eq!(v["error"]["type"], "billing_error");
         assert_eq!(v["error"]["message"], "Insufficient credits: redeem a plan or buy credits first");
+    }
+
+    /// The Anthropic type follows the status, as Anthropic's API does.
+    #[test]
+    fn anthropic_types_match_statuses() {
+        let all = [
+            GatewayError::MissingKey,
+            GatewayError::UserBanned,
+            GatewayError::ModelNotAllowed { model: "m".into(), reason: "r" },
+            GatewayError::ConcurrencyLimit { limit: 1 },
+            GatewayError::InsufficientCredits,
+            GatewayError::InvalidJson("x".into()),
+            GatewayError::BodyTooLarge { limit: 1 },
+            GatewayError::UnknownModel("m".into()),
+            GatewayError::MethodNotAllowed { method: "PUT".into(), path: "/v1".into() },
+            GatewayError::WebSocketUnsupported,
+            GatewayError::RedeemConflict("x".into()),
+            GatewayError::NoChannel { model: "m".into() },
+            GatewayError::Internal("x".into()),
+        ];
+        for e in all {
+            let want = match e.status() {
+                401 => "authentication_error",
+                402 => "billing_error",
+                403 => "permission_error",
+                404 => "not_found_error",
+                413 => "request_too_large",
+                429 => "rate_limit_error",
+                503 => "overloaded_error",
+                500 => "api_error",
+                _ => "invalid_request_error",
+            };
+            assert_eq!(parse(e.body(ErrorShape::Anthropic, "r"))["error"]["type"], want, "{e:?}");
+        }
     }
 
     #[test]

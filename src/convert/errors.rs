@@ -7,7 +7,6 @@ use super::context::Ctx;
 use super::ir::ErrKind;
 use super::{anthropic, chat, responses};
 use crate::api::Protocol;
-use crate::sse;
 use bytes::{Bytes, BytesMut};
 use serde_json::{json, Value};
 
@@ -152,27 +151,6 @@ pub fn render(
             (status_of(err.kind, false), "application/json", Bytes::from(body.to_string()))
         }
     }
-}
-
-/// Writes a stream's end for a client of `client`'s protocol: used when an
-/// error must be streamed (mid-stream failure).
-pub fn stream_error(client: Protocol, kind: ErrKind, message: &str) -> Bytes {
-    let mut out = BytesMut::new();
-    match client {
-        Protocol::Messages => {
-            let v = json!({"type": "error", "error": {"type": anthropic::error_type(kind), "message": message}});
-            sse::write_event(&mut out, Some("error"), &v.to_string());
-        }
-        _ => {
-            let (ty, code) = chat::error_type_code(kind);
-            sse::write_event(
-                &mut out,
-                None,
-                &json!({"error": {"message": message, "type": ty, "param": null, "code": code}}).to_string(),
-            );
-        }
-    }
-    out.freeze()
 }
 
 #[cfg(test)]
