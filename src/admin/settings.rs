@@ -40,7 +40,7 @@ pub fn summary(c: &Config) -> Value {
     let routing = json!([
         ["routing.max_attempts", r.max_attempts],
         ["routing.default_cooldown", secs(r.default_cooldown)],
-        ["routing.affinity_keys", r.affinity_keys.join(", ")],
+        ["routing.affinity_keys", r.affinity_keys.iter().map(ToString::to_string).collect::<Vec<_>>().join(", ")],
         ["routing.affinity_ttl", secs(r.affinity_ttl)],
         ["routing.failure_threshold", format!("{} in {}", r.failure_threshold, secs(r.failure_window))],
         ["routing.ejection_time", secs(r.ejection_time)],

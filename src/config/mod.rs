@@ -7,6 +7,7 @@ pub mod file;
 pub mod model;
 pub mod quirks;
 pub mod units;
+mod validate;
 
 pub use model::*;
 
@@ -41,7 +42,7 @@ pub fn parse(text: &str, conf_dir: &Path, lookup: &dyn Fn(&str) -> Option<String
         let path = if path == "." { "(root)".to_string() } else { path };
         one(&path, e.into_inner().to_string())
     })?;
-    model::validate(file, conf_dir)
+    validate::validate(file, conf_dir)
 }
 
 #[cfg(test)]
@@ -120,6 +121,21 @@ channels:
             Ok(_) => panic!("expected errors"),
             Err(e) => e.0.iter().map(|f| format!("{}: {}", f.path, f.message)).collect(),
         }
+    }
+
+    #[test]
+    fn routing_keys_and_holds_are_checked() {
+        let c = parse_str(&format!("{MINIMAL}routing:\n  affinity_keys: [session_id, \"header:X-Trace\"]\n")).unwrap();
+        assert_eq!(c.routing.affinity_keys, vec![AffinityKey::SessionId, AffinityKey::Header("x-trace".into())]);
+        assert_eq!(parse_str(MINIMAL).unwrap().routing.affinity_keys.len(), 6);
+        let errs = errors_of(&format!(
+            "{MINIMAL}routing:\n  affinity_keys: [session_id, user]\n  stream_hold: 2m\n  stream_keepalive: 0s\n"
+        ));
+        assert_eq!(errs.len(), 2, "{errs:?}");
+        assert!(errs[0].starts_with("routing.affinity_keys[1]: \"user\" must be"), "{errs:?}");
+        assert!(errs[1].starts_with("routing.stream_hold: must be at most 60s"), "{errs:?}");
+        let c = parse_str(&format!("{MINIMAL}routing:\n  stream_keepalive: 0s\n")).unwrap();
+        assert_eq!(c.routing.stream_keepalive, None);
     }
 
     #[test]

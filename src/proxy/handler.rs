@@ -12,6 +12,7 @@ use crate::app::App;
 use crate::auth;
 use crate::billing::estimate;
 use crate::channels::{Affinity, Plan};
+use crate::config::AffinityKey;
 use crate::convert::context::Ctx;
 use crate::convert::support::estimate_request;
 use crate::convert::translate;
@@ -220,18 +221,14 @@ async fn count_locally(
     Ok(())
 }
 
-/// The first configured affinity value the request carries: a body field
-/// (`prompt_cache_key`, `metadata.user_id`, `session_id`) or `header:NAME`.
-fn affinity_value(keys: &[String], session: &Session, peek: &Peek) -> Option<String> {
-    keys.iter().find_map(|k| match k.strip_prefix("header:") {
-        Some(h) => {
+/// The first configured affinity value the request carries.
+fn affinity_value(keys: &[AffinityKey], session: &Session, peek: &Peek) -> Option<String> {
+    keys.iter().find_map(|k| match k {
+        AffinityKey::Header(h) => {
             header(session, h).and_then(|v| std::str::from_utf8(v).ok()).filter(|v| !v.is_empty()).map(str::to_string)
         }
-        None => match k.as_str() {
-            "prompt_cache_key" => peek.prompt_cache_key.clone(),
-            "metadata.user_id" => peek.metadata.as_ref().and_then(|m| m.user_id.clone()),
-            "session_id" => peek.session_id.clone(),
-            _ => None,
-        },
+        AffinityKey::PromptCacheKey => peek.prompt_cache_key.clone(),
+        AffinityKey::MetadataUserId => peek.metadata.as_ref().and_then(|m| m.user_id.clone()),
+        AffinityKey::SessionId => peek.session_id.clone(),
     })
 }
