@@ -73,7 +73,7 @@ impl App {
             site,
             payments,
             traffic: Default::default(),
-            loaded_at: crate::store::now_ms(),
+            loaded_at: crate::clock::now_ms(),
             inflight: AtomicUsize::new(0),
         })
     }

@@ -39,7 +39,7 @@ impl KeyHash {
     pub fn of(key: &str) -> KeyHash {
         KeyHash(Sha256::digest(key.as_bytes()).into())
     }
-    pub fn to_hex(&self) -> String {
+    pub fn to_hex(self) -> String {
         self.0.iter().map(|b| format!("{b:02x}")).collect()
     }
     pub fn from_hex(s: &str) -> Option<KeyHash> {

@@ -12,32 +12,37 @@
 //! - `store`: SQLite schema, queries and the batched writer;
 //! - `access_log`, `usage`, `sse`: logging, token accounting, SSE framing;
 //! - `server`, `listen`, `shutdown`: process wiring;
+//! - `clock`: the one source of the current time, and billing days;
 //! - `web`: the website beside `/v1`: public docs and the user console;
 //! - `payments`: orders and the payment providers (Stripe, EPay);
 //! - `fake_upstream`: the scriptable fake OpenAI/Anthropic server;
 //! - `cli`: the command line.
+//!
+//! Only what the binary, the examples and the black-box tests use is public:
+//! `cli`, `clock`, `config`, `convert`, `api`, `payments` and `fake_upstream`.
 
-pub mod access_log;
-pub mod accounts;
-pub mod admin;
+pub(crate) mod access_log;
+pub(crate) mod accounts;
+pub(crate) mod admin;
 pub mod api;
-pub mod app;
-pub mod auth;
-pub mod billing;
-pub mod channels;
+pub(crate) mod app;
+pub(crate) mod auth;
+pub(crate) mod billing;
+pub(crate) mod channels;
 pub mod cli;
+pub mod clock;
 pub mod config;
 pub mod convert;
-pub mod error;
+pub(crate) mod error;
 pub mod fake_upstream;
-pub mod limits;
-pub mod listen;
+pub(crate) mod limits;
+pub(crate) mod listen;
 pub mod payments;
-pub mod proxy;
-pub mod server;
-pub mod shutdown;
-pub mod sse;
-pub mod store;
-pub mod traffic;
-pub mod usage;
-pub mod web;
+pub(crate) mod proxy;
+pub(crate) mod server;
+pub(crate) mod shutdown;
+pub(crate) mod sse;
+pub(crate) mod store;
+pub(crate) mod traffic;
+pub(crate) mod usage;
+pub(crate) mod web;

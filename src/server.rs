@@ -4,8 +4,9 @@
 use crate::access_log::AccessLog;
 use crate::accounts::{Accounts, Directory};
 use crate::app::App;
-use crate::billing::{clock::SystemClock, Billing};
+use crate::billing::Billing;
 use crate::channels::{Channels, Resolver};
+use crate::clock::SystemClock;
 use crate::config::{Config, DemoMode};
 use crate::listen::{self, Bound};
 use crate::proxy::Gateway;

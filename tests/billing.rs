@@ -117,7 +117,7 @@ async fn decision_order_each_branch_in_both_shapes() {
     let (s, h, v) = call(&gw, "/v1/chat/completions", &tiny, &chat("gpt-4o-mini")).await;
     assert_eq!(s, 429, "{v}");
     assert!(oa_err(&v).1.starts_with("Daily plan quota exhausted; it resets in "), "{v}");
-    let now = codex_proxy::store::now_ms();
+    let now = codex_proxy::clock::now_ms();
     let expected = (86_400_000 - now.rem_euclid(86_400_000)) / 1000;
     let retry: i64 = h["retry-after"].to_str().unwrap().parse().unwrap();
     assert!((retry - expected).abs() <= 2, "retry-after {retry}, expected about {expected}");

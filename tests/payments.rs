@@ -61,7 +61,7 @@ async fn webhook(gw: &Gateway, body: &str, signature: &str) -> (u16, String) {
 }
 
 fn now() -> i64 {
-    codex_proxy::store::now_ms() / 1000
+    codex_proxy::clock::now_ms() / 1000
 }
 
 fn balance(gw: &Gateway, email: &str) -> i64 {

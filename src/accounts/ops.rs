@@ -6,12 +6,13 @@
 
 use super::password;
 use crate::auth;
+use crate::clock::now_ms;
 use crate::config::units::format_credits;
 use crate::config::Config;
 use crate::error::GatewayError;
 use crate::store::accounts::{self as sql, KeyRow, UserRow};
 use crate::store::billing::{self, CodeRow, Grant, NewEntry, SubscriptionRow};
-use crate::store::{now_ms, sessions, StoreError};
+use crate::store::{sessions, StoreError};
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 use serde_json::json;
 

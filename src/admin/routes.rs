@@ -5,7 +5,7 @@
 use super::{AdminError, AdminResult, Reply, Req};
 use crate::accounts::ops::Ops;
 use crate::app::App;
-use crate::billing::clock::parse_time;
+use crate::clock::parse_time;
 use crate::config::units::{format_credits, parse_credits};
 use crate::store::accounts::{self as sql, KeyRow};
 use crate::store::billing::{self, Grant};
@@ -95,7 +95,7 @@ fn amount(v: &Value, field: &str) -> Result<i64, AdminError> {
 
 fn user_summary(app: &App, conn: &Connection, u: &sql::UserRow) -> Result<Value, StoreError> {
     let sub = billing::current_subscription(conn, u.id)?;
-    let now = store::now_ms();
+    let now = crate::clock::now_ms();
     let balance = billing::credit_balance(conn, u.id)?;
     let live = app.accounts.snapshot().user(u.id).map(|e| app.billing.view(e));
     Ok(json!({
@@ -129,7 +129,7 @@ fn order_error(e: crate::payments::orders::OrderError) -> AdminError {
 
 /// A channel's configuration and live state.
 pub fn channel_json(c: &crate::channels::Channel) -> Value {
-    let now = store::now_ms();
+    let now = crate::clock::now_ms();
     let v = c.state.view(now);
     json!({
         "name": c.name(),
@@ -521,7 +521,7 @@ pub async fn route(app: &Arc<App>, req: Req) -> AdminResult {
             let (name, what, off) = (ch.name().to_string(), format!("channel.{action}"), *action == "disable");
             with_db(app, &req.actor, move |c, ops| {
                 let tx = c.unchecked_transaction().ctx("switching a channel")?;
-                store::channels::set_disabled(&tx, &name, off, ops.actor, store::now_ms())?;
+                store::channels::set_disabled(&tx, &name, off, ops.actor, crate::clock::now_ms())?;
                 billing::audit(&tx, ops.actor, &what, &name, "{}")?;
                 Ok(tx.commit().ctx("switching a channel")?)
             })
@@ -560,7 +560,7 @@ pub async fn route(app: &Arc<App>, req: Req) -> AdminResult {
             }
             let (id, refund, app2) = (id.to_string(), *action == "refund", app.clone());
             let o = change(app, &req.actor, move |c, ops| {
-                let now = store::now_ms();
+                let now = crate::clock::now_ms();
                 let done = if refund {
                     crate::payments::orders::refund(c, &id, ops.actor, &reason, now)
                 } else {

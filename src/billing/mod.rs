@@ -20,15 +20,14 @@
 //! most its estimate minus what it held — and concurrent requests cannot hold
 //! the same credits twice.
 
-pub mod clock;
 pub mod estimate;
 
 use crate::accounts::{KeyEntry, UserEntry};
+use crate::clock::{Clock, Days};
 use crate::config::Config;
 use crate::error::GatewayError;
 use crate::limits::{self, MinuteWindow};
 use crate::store::{self, writer::LedgerEntry, StoreError};
-use clock::{Clock, Days};
 use parking_lot::{Mutex, RwLock};
 use rusqlite::Connection;
 use std::collections::HashMap;
@@ -196,9 +195,6 @@ impl Billing {
         reservation: i64,
     ) -> Result<Ticket, GatewayError> {
         let now = self.now_ms();
-        if user.banned {
-            return Err(GatewayError::UserBanned);
-        }
         let plan = user.active_plan(&self.cfg, now).map(|(_, p)| p);
         limits::check_model(plan, key, model)?;
         let concurrency = plan.and_then(|p| p.concurrency).unwrap_or(self.cfg.billing.default_concurrency);
@@ -330,10 +326,10 @@ impl Drop for Ticket {
 
 #[cfg(test)]
 mod tests {
-    use super::clock::ManualClock;
     use super::*;
     use crate::accounts::Subscription;
     use crate::auth::KeyHash;
+    use crate::clock::ManualClock;
 
     const DAY: i64 = 86_400_000;
     const T0: i64 = 1_700_000_000_000; // 2023-11-14T22:13:20Z
@@ -416,8 +412,6 @@ plans:
         t3.settle(15, "r3", "m");
         let v = b.view(&u);
         assert_eq!((v.balance, v.reserved, v.inflight), (6, 0, 0));
-        let banned = UserEntry { banned: true, ..user(false) };
-        assert_eq!(b.admit(&banned, &k, "m", 1).err(), Some(GatewayError::UserBanned));
     }
 
     #[test]

@@ -142,7 +142,7 @@ impl HealthCheck for Probe {
         if !h.enabled {
             return Ok(());
         }
-        let now = crate::store::now_ms();
+        let now = crate::clock::now_ms();
         // Not due yet (the service ticks at the shortest interval of all).
         let slack = 50;
         if now - ch.state.last_probe_ms() + slack < h.interval.as_millis() as i64 {
@@ -165,7 +165,7 @@ impl HealthCheck for Probe {
             if healthy {
                 log::warn!("channel {} is healthy again: taking traffic", ch.name());
             } else {
-                let last = ch.state.view(crate::store::now_ms()).last_error.unwrap_or_default();
+                let last = ch.state.view(crate::clock::now_ms()).last_error.unwrap_or_default();
                 log::error!("channel {} failed its health checks and is ejected: {last}", ch.name());
             }
         }

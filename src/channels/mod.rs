@@ -11,7 +11,7 @@ mod resolve;
 pub mod state;
 
 pub use affinity::Affinity;
-pub use plan::{Candidate, Plan, Routes};
+pub use plan::{Candidate, Plan};
 pub use pool::Pools;
 pub use resolve::Resolver;
 
@@ -244,7 +244,7 @@ impl Channels {
     /// Starts picking among `candidates` (one list of a plan) for one request
     /// of `model`.
     pub fn picker<'a>(&'a self, model: &'a str, candidates: &'a [Candidate], affinity: Option<u64>) -> Picker<'a> {
-        let now = crate::store::now_ms();
+        let now = crate::clock::now_ms();
         let preferred = affinity.and_then(|k| self.affinity.get(k, now));
         Picker { channels: self, model, candidates, affinity, preferred, tried: Vec::new() }
     }
@@ -266,7 +266,7 @@ impl Picker<'_> {
     /// available candidate, weighted; never one already tried. `None` when
     /// nothing is left.
     pub fn next_channel(&mut self) -> Option<(Arc<Channel>, Route)> {
-        let now = crate::store::now_ms();
+        let now = crate::clock::now_ms();
         let route = |c: &Channel| self.candidates.iter().find(|x| x.index == c.index).map(|x| x.route);
         let ok = |c: &Channel, healthy: bool| {
             healthy && !self.tried.contains(&c.index) && c.state.check(now).is_ok() && route(c).is_some()
@@ -283,7 +283,7 @@ impl Picker<'_> {
     /// Records that `channel` served this conversation.
     pub fn remember(&self, channel: &Channel) {
         if let Some(k) = self.affinity {
-            self.channels.affinity.put(k, channel.index, crate::store::now_ms());
+            self.channels.affinity.put(k, channel.index, crate::clock::now_ms());
         }
     }
 }

@@ -4,7 +4,7 @@
 
 use crate::access_log::timestamp;
 use crate::accounts::ops::Ops;
-use crate::billing::clock::parse_time;
+use crate::clock::parse_time;
 use crate::config::units::{format_credits, parse_credits};
 use crate::config::Config;
 use crate::store::billing::{self, Grant};
@@ -180,7 +180,7 @@ pub fn users(cfg: &Config, cmd: UsersCommand) -> Result<(), String> {
             for u in sql::list_users(&conn).map_err(|e| e.to_string())? {
                 let plan = subs
                     .iter()
-                    .find(|s| s.user_id == u.id && s.expires_at > store::now_ms())
+                    .find(|s| s.user_id == u.id && s.expires_at > crate::clock::now_ms())
                     .map_or("-".to_string(), |s| s.plan_id.clone());
                 let balance = format_credits(balances.get(&u.id).copied().unwrap_or(0));
                 println!(

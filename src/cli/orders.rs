@@ -41,7 +41,7 @@ pub enum OrdersCommand {
 pub fn orders(cfg: &Config, command: OrdersCommand) -> Result<(), String> {
     let conn = store::open(&cfg.database).map_err(|e| e.to_string())?;
     let actor = super::accounts::actor();
-    let now = store::now_ms();
+    let now = crate::clock::now_ms();
     match command {
         OrdersCommand::List { status, user, limit } => {
             let status = status

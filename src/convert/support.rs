@@ -6,7 +6,6 @@
 use super::ir::{Part, Request, Sig};
 use base64::Engine;
 use hmac::{Hmac, KeyInit, Mac};
-use parking_lot::Mutex;
 use serde_json::{json, Map, Value};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
@@ -37,7 +36,7 @@ impl Ids for RandomIds {
         format!("toolu_{}", crate::auth::random_base62(24))
     }
     fn now(&self) -> u64 {
-        (crate::store::now_ms() / 1000) as u64
+        (crate::clock::now_ms() / 1000) as u64
     }
 }
 
@@ -287,10 +286,6 @@ pub fn estimate_request(req: &Request) -> u64 {
         .sum();
     (system + turns + tools).max(1)
 }
-
-/// A shared, lazily filled value (the response side needs what the request
-/// side learned, such as tool names).
-pub type Shared<T> = std::sync::Arc<Mutex<T>>;
 
 #[cfg(test)]
 mod tests {

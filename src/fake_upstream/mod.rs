@@ -322,7 +322,7 @@ async fn handle(state: Arc<FakeState>, req: Request<Incoming>) -> Result<Respons
             path: path.clone(),
             headers,
             body: String::from_utf8_lossy(&body).into_owned(),
-            received_ms: crate::store::now_ms(),
+            received_ms: crate::clock::now_ms(),
         });
     }
     let behavior = state.take_behavior(&path, &body);
@@ -479,7 +479,7 @@ fn respond(
     let usage = b.usage.unwrap_or(FakeUsage { input: approx_input, cached: 0, cache_write: 0, output, reasoning: 0 });
     let reply = Reply {
         id: format!("fake{}", state.next_id.fetch_add(1, Ordering::Relaxed)),
-        created: (crate::store::now_ms() / 1000) as u64,
+        created: (crate::clock::now_ms() / 1000) as u64,
         model,
         text,
         reasoning: b.reasoning.clone(),

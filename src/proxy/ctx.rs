@@ -74,7 +74,7 @@ pub struct RequestCtx {
 /// dirtied a random index page, and rewriting those pages made the database
 /// writer the gateway's second busiest thread.
 pub fn new_request_id() -> String {
-    request_id_at(crate::store::now_ms().max(0) as u64, &mut rand::thread_rng())
+    request_id_at(crate::clock::now_ms().max(0) as u64, &mut rand::thread_rng())
 }
 
 fn request_id_at(ms: u64, rng: &mut impl Rng) -> String {
@@ -99,7 +99,7 @@ impl RequestCtx {
         RequestCtx {
             request_id: new_request_id(),
             started: Instant::now(),
-            received_ms: crate::store::now_ms(),
+            received_ms: crate::clock::now_ms(),
             shape: ErrorShape::OpenAi,
             endpoint: None,
             identity: None,

@@ -147,7 +147,7 @@ pub async fn run(
                 Attempt::Retry { status, reason, signal } => {
                     tried += 1;
                     log::warn!("{}: channel {} failed: {reason}", ctx.request_id, channel.name());
-                    let now = crate::store::now_ms();
+                    let now = crate::clock::now_ms();
                     if let Some(wait) = apply_signal(app, &channel, signal, &reason, now) {
                         retry_after = Some(retry_after.map_or(wait, |r| r.min(wait)));
                     }
@@ -335,7 +335,7 @@ async fn send(app: &App, session: &mut Session, channel: &Channel, p: &Prepared)
 /// channel.
 fn failover_signal(head: &ResponseHeader) -> Option<Signal> {
     match head.status.as_u16() {
-        429 => Some(Signal::RateLimited(rate_limit_reset(&head.headers, crate::store::now_ms()))),
+        429 => Some(Signal::RateLimited(rate_limit_reset(&head.headers, crate::clock::now_ms()))),
         401 | 403 => Some(Signal::AuthRefused),
         s if s >= 500 => Some(Signal::Failure),
         _ => None,
@@ -477,7 +477,7 @@ async fn deliver(
         }
         Relayed::UpstreamFailed(reason) => {
             log::warn!("{}: stream from {} failed: {reason}", ctx.request_id, channel.name());
-            channel.state.note_error(crate::store::now_ms(), &reason);
+            channel.state.note_error(crate::clock::now_ms(), &reason);
             ctx.failure = Some(Failure::UpstreamBroke);
             ctx.error_detail = Some(reason);
             up.shutdown().await;

@@ -97,7 +97,6 @@ pub async fn handle(app: &Arc<App>, session: &mut Session, ctx: &mut RequestCtx)
             let body = read_body(session, 64 << 10).await?;
             account::redeem(app, session, ctx, &identity, &body).await
         }
-        Endpoint::Health => Ok(()),
         _ => llm(app, session, ctx, endpoint, &identity).await,
     }
 }

@@ -1,8 +1,9 @@
 //! SQL for users and API keys: used by the CLI, the admin API and the gateway's
 //! in-memory reload. Never called on the request path.
 
-use super::{now_ms, SqlContext, StoreError};
+use super::{SqlContext, StoreError};
 use crate::auth::{self, KeyHash, NewKey};
+use crate::clock::now_ms;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 
 #[derive(Debug, Clone, PartialEq, Eq)]

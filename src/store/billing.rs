@@ -2,7 +2,8 @@
 //! audit trail. Used by the CLI, the admin API, the console, redemption and
 //! the gateway's reloads; never on the LLM request path.
 
-use super::{now_ms, SqlContext, StoreError};
+use super::{SqlContext, StoreError};
+use crate::clock::now_ms;
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::Serialize;
 use std::collections::HashMap;

@@ -80,11 +80,6 @@ pub fn data_version(conn: &Connection) -> Result<i64, StoreError> {
     conn.query_row("PRAGMA data_version", [], |r| r.get(0)).ctx("reading data_version")
 }
 
-/// Milliseconds since the Unix epoch, the time unit of every stored timestamp.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -24,7 +24,7 @@ mod session;
 mod throttle;
 
 pub use request::{Request, MAX_FORM_BYTES};
-pub use response::{security_headers, Body, Response, CSP};
+pub use response::{security_headers, Body, Response};
 
 use crate::app::App;
 use crate::config::{Config, ConsoleConfig};

@@ -1,7 +1,12 @@
-//! Time for billing: a clock that tests can drive, and the billing day (daily
-//! quotas reset at 00:00 in the configured UTC offset).
+//! The crate's one clock: `now_ms` is the only place that reads the system
+//! time. Billing takes a `Clock` so its tests can drive time; the billing day
+//! (daily quotas reset at 00:00 in the configured UTC offset) and the time
+//! formats operators type live here too.
 
-use std::sync::atomic::{AtomicI64, Ordering};
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_millis() as i64).unwrap_or(0)
+}
 
 pub trait Clock: Send + Sync {
     /// Milliseconds since the Unix epoch.
@@ -12,28 +17,31 @@ pub struct SystemClock;
 
 impl Clock for SystemClock {
     fn now_ms(&self) -> i64 {
-        crate::store::now_ms()
+        now_ms()
     }
 }
 
 /// A clock that only moves when told to.
-pub struct ManualClock(AtomicI64);
+#[cfg(test)]
+pub struct ManualClock(std::sync::atomic::AtomicI64);
 
+#[cfg(test)]
 impl ManualClock {
     pub fn new(ms: i64) -> ManualClock {
-        ManualClock(AtomicI64::new(ms))
+        ManualClock(std::sync::atomic::AtomicI64::new(ms))
     }
     pub fn set(&self, ms: i64) {
-        self.0.store(ms, Ordering::SeqCst);
+        self.0.store(ms, std::sync::atomic::Ordering::SeqCst);
     }
     pub fn advance(&self, ms: i64) {
-        self.0.fetch_add(ms, Ordering::SeqCst);
+        self.0.fetch_add(ms, std::sync::atomic::Ordering::SeqCst);
     }
 }
 
+#[cfg(test)]
 impl Clock for ManualClock {
     fn now_ms(&self) -> i64 {
-        self.0.load(Ordering::SeqCst)
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
     }
 }
 
@@ -48,7 +56,7 @@ pub fn parse_time(s: &str, utc_offset_secs: i32) -> Result<i64, String> {
         return Ok(t.timestamp_millis());
     }
     let d = humantime::parse_duration(s).map_err(|_| format!("{s:?} is not a date, time or duration"))?;
-    Ok(crate::store::now_ms() + d.as_millis() as i64)
+    Ok(now_ms() + d.as_millis() as i64)
 }
 
 const DAY_MS: i64 = 86_400_000;
@@ -100,7 +108,7 @@ mod tests {
         assert_eq!(parse_time("2023-11-15", 0), Ok(1_700_006_400_000));
         assert_eq!(parse_time("2023-11-15", 3600), Ok(1_700_002_800_000));
         assert_eq!(parse_time("2023-11-14T22:13:20Z", 0), Ok(1_700_000_000_000));
-        let soon = parse_time("1h", 0).unwrap() - crate::store::now_ms();
+        let soon = parse_time("1h", 0).unwrap() - crate::clock::now_ms();
         assert!((3_599_000..=3_600_000).contains(&soon));
         assert!(parse_time("tomorrow-ish", 0).is_err());
     }
