@@ -9,6 +9,7 @@ pub mod password;
 use crate::auth::{self, KeyHash};
 use crate::config::{Config, PlanConfig};
 use crate::error::GatewayError;
+use crate::store::kinds::{Switch, UserStatus};
 use crate::store::{self, StoreError};
 use arc_swap::ArcSwap;
 use rusqlite::Connection;
@@ -84,7 +85,7 @@ impl Directory {
                 let entry = UserEntry {
                     id: u.id,
                     email: u.email,
-                    banned: u.status == "banned",
+                    banned: u.status == UserStatus::Banned,
                     subscription: subs.remove(&u.id),
                 };
                 (u.id, Arc::new(entry))
@@ -107,7 +108,7 @@ impl Directory {
                     lookup: k.lookup,
                     hash,
                     name: k.name,
-                    active: k.status == "active",
+                    active: k.status == Switch::Active,
                     expires_at: k.expires_at,
                     allowed_models: k.allowed_models,
                 }),
@@ -178,7 +179,7 @@ mod tests {
         let u = store::accounts::add_user(&conn, "a@b.c").unwrap();
         let (row, key) = store::accounts::create_key(&conn, u.id, "k").unwrap();
         let (row2, key2) = store::accounts::create_key(&conn, u.id, "k2").unwrap();
-        store::accounts::set_key_status(&conn, row2.id, "disabled").unwrap();
+        store::accounts::set_key_status(&conn, row2.id, crate::store::kinds::Switch::Disabled).unwrap();
         let d = Directory::load(&conn).unwrap();
         let id = d.authenticate(&key.plaintext, 0).unwrap();
         assert_eq!((id.key.id, id.user.email.as_str()), (row.id, "a@b.c"));

@@ -12,6 +12,7 @@ use crate::config::Config;
 use crate::error::GatewayError;
 use crate::store::accounts::{self as sql, KeyRow, UserRow};
 use crate::store::billing::{self, CodeRow, Grant, NewEntry, SubscriptionRow};
+use crate::store::kinds::{Account, Role, Switch, UserStatus};
 use crate::store::{sessions, StoreError};
 use rusqlite::{Connection, Transaction, TransactionBehavior};
 use serde_json::json;
@@ -98,13 +99,12 @@ impl Ops<'_> {
     /// Makes a user an operator (`admin`: they sign in to the operator
     /// console with their password) or a plain user again.
     pub fn set_role(&self, email: &str, role: &str) -> Result<UserRow, StoreError> {
-        if !matches!(role, "admin" | "user") {
-            return Err(StoreError::Invalid(format!("role must be admin or user, got {role:?}")));
-        }
+        let role = Role::parse(role)
+            .ok_or_else(|| StoreError::Invalid(format!("role must be admin or user, got {role:?}")))?;
         let u = self.user(email)?;
         self.change("user.role", &u.email, |c| {
             sql::set_role(c, u.id, role)?;
-            if role == "user" {
+            if role == Role::User {
                 // An operator demoted now is not one a minute from now.
                 c.execute("DELETE FROM operator_sessions WHERE user_id = ?1", [u.id])
                     .map_err(|source| StoreError::Sql { context: "ending operator sessions", source })?;
@@ -117,7 +117,7 @@ impl Ops<'_> {
         let u = self.user(email)?;
         let action = if banned { "user.ban" } else { "user.unban" };
         self.change(action, &u.email, |c| {
-            sql::set_user_status(c, u.id, if banned { "banned" } else { "active" })?;
+            sql::set_user_status(c, u.id, if banned { UserStatus::Banned } else { UserStatus::Active })?;
             Ok((self.user(email)?, json!({})))
         })
     }
@@ -190,7 +190,7 @@ impl Ops<'_> {
     pub fn set_key_active(&self, key_id: i64, active: bool) -> Result<KeyRow, StoreError> {
         let action = if active { "key.enable" } else { "key.disable" };
         self.change(action, &key_id.to_string(), |c| {
-            Ok((sql::set_key_status(c, key_id, if active { "active" } else { "disabled" })?, json!({})))
+            Ok((sql::set_key_status(c, key_id, if active { Switch::Active } else { Switch::Disabled })?, json!({})))
         })
     }
 
@@ -218,7 +218,7 @@ impl Ops<'_> {
             let reference = format!("{}:{}", self.actor, now_ms());
             let e = NewEntry {
                 user_id: u.id,
-                account: "credits",
+                account: Account::Credits,
                 amount,
                 kind,
                 reason,
@@ -287,7 +287,9 @@ impl Ops<'_> {
     }
 
     pub fn disable_code(&self, id: i64) -> Result<CodeRow, StoreError> {
-        self.change("codes.disable", &id.to_string(), |c| Ok((billing::set_code_status(c, id, "disabled")?, json!({}))))
+        self.change("codes.disable", &id.to_string(), |c| {
+            Ok((billing::set_code_status(c, id, Switch::Disabled)?, json!({})))
+        })
     }
 }
 
@@ -369,7 +371,7 @@ fn redeem_in(conn: &Connection, cfg: &Config, user_id: i64, presented: &str) -> 
     let norm = normalize_code(presented).ok_or(RedeemError::Unknown)?;
     let code = billing::code_by_hash(conn, &code_hash(&norm))?.ok_or(RedeemError::Unknown)?;
     let now = now_ms();
-    if code.status != "active" {
+    if code.status != Switch::Active {
         return Err(RedeemError::Disabled);
     }
     if code.expires_at.is_some_and(|t| t <= now) {
@@ -386,11 +388,11 @@ fn redeem_in(conn: &Connection, cfg: &Config, user_id: i64, presented: &str) -> 
         return Err(RedeemError::AlreadyRedeemed);
     }
     let reference = format!("code:{}", code.id);
-    match (code.kind.as_str(), code.credits, code.plan_id) {
-        ("credits", Some(amount), _) => {
+    match (code.kind, code.credits, code.plan_id) {
+        (Account::Credits, Some(amount), _) => {
             let e = NewEntry {
                 user_id,
-                account: "credits",
+                account: Account::Credits,
                 amount,
                 kind: "redeem",
                 reason: &code.prefix,
@@ -400,7 +402,7 @@ fn redeem_in(conn: &Connection, cfg: &Config, user_id: i64, presented: &str) -> 
             billing::insert_ledger(conn, &e)?;
             Ok(Redeemed::Credits(amount))
         }
-        ("plan", _, Some(plan_id)) => {
+        (Account::Plan, _, Some(plan_id)) => {
             let plan = cfg.plan(&plan_id).ok_or(RedeemError::PlanGone)?;
             let s = billing::grant_plan(conn, user_id, &plan.id, plan.duration_days, now, &reference)?;
             Ok(Redeemed::Plan(s))
@@ -447,7 +449,7 @@ pub fn register(
     if credits > 0 {
         let e = NewEntry {
             user_id: u.id,
-            account: "credits",
+            account: Account::Credits,
             amount: credits,
             kind: "topup",
             reason: "sign-up credits",

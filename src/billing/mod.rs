@@ -379,7 +379,7 @@ plans:
     fn topup(b: &Billing, conn: &Connection, amount: i64) {
         let e = store::billing::NewEntry {
             user_id: 7,
-            account: "credits",
+            account: crate::store::kinds::Account::Credits,
             amount,
             kind: "topup",
             reason: "",

@@ -12,6 +12,7 @@
 use crate::config::units::format_money;
 use crate::config::Config;
 use crate::store::billing::{self, NewEntry};
+use crate::store::kinds::Account;
 use crate::store::orders::{self as sql, NewOrder, OrderRow, OrderStatus};
 use crate::store::StoreError;
 use rusqlite::{Connection, Transaction, TransactionBehavior};
@@ -152,7 +153,7 @@ fn credit(tx: &Connection, cfg: &Config, order: &OrderRow, p: &Payment, now: i64
         tx,
         &NewEntry {
             user_id: order.user_id,
-            account: "credits",
+            account: Account::Credits,
             amount: order.credits,
             kind: "payment",
             reason: &reason,
@@ -245,7 +246,7 @@ pub fn refund(conn: &Connection, id: &str, actor: &str, reason: &str, now: i64) 
         &tx,
         &NewEntry {
             user_id: order.user_id,
-            account: "credits",
+            account: Account::Credits,
             amount: -order.credits,
             kind: "refund",
             reason,

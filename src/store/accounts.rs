@@ -1,6 +1,7 @@
 //! SQL for users and API keys: used by the CLI, the admin API and the gateway's
 //! in-memory reload. Never called on the request path.
 
+use super::kinds::{Role, Switch, UserStatus};
 use super::{SqlContext, StoreError};
 use crate::auth::{self, KeyHash, NewKey};
 use crate::clock::now_ms;
@@ -10,10 +11,10 @@ use rusqlite::{params, Connection, OptionalExtension, Row};
 pub struct UserRow {
     pub id: i64,
     pub email: String,
-    pub status: String,
+    pub status: UserStatus,
     pub created_at: i64,
-    /// `user` or `admin` (an operator who signs in with their password).
-    pub role: String,
+    /// Admins are operators who sign in with their password.
+    pub role: Role,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,7 +24,7 @@ pub struct KeyRow {
     pub lookup: String,
     pub key_hash: String,
     pub name: String,
-    pub status: String,
+    pub status: Switch,
     pub expires_at: Option<i64>,
     /// `None`: every model the user may use; otherwise only these (patterns).
     pub allowed_models: Option<Vec<String>>,
@@ -140,7 +141,7 @@ pub fn count_users(conn: &Connection) -> Result<i64, StoreError> {
     conn.query_row("SELECT COUNT(*) FROM users", [], |r| r.get(0)).ctx("counting users")
 }
 
-pub fn set_role(conn: &Connection, user_id: i64, role: &str) -> Result<(), StoreError> {
+pub fn set_role(conn: &Connection, user_id: i64, role: Role) -> Result<(), StoreError> {
     conn.execute("UPDATE users SET role = ?1 WHERE id = ?2", params![role, user_id]).ctx("setting role")?;
     Ok(())
 }
@@ -151,7 +152,7 @@ pub fn set_password(conn: &Connection, user_id: i64, hash: &str) -> Result<(), S
     Ok(())
 }
 
-pub fn set_user_status(conn: &Connection, user_id: i64, status: &str) -> Result<(), StoreError> {
+pub fn set_user_status(conn: &Connection, user_id: i64, status: UserStatus) -> Result<(), StoreError> {
     conn.execute("UPDATE users SET status = ?1 WHERE id = ?2", params![status, user_id]).ctx("updating user")?;
     Ok(())
 }
@@ -221,7 +222,7 @@ fn update_key(
     key_by_id(conn, key_id)
 }
 
-pub fn set_key_status(conn: &Connection, key_id: i64, status: &str) -> Result<KeyRow, StoreError> {
+pub fn set_key_status(conn: &Connection, key_id: i64, status: Switch) -> Result<KeyRow, StoreError> {
     update_key(conn, key_id, "status", &status)
 }
 
@@ -290,14 +291,14 @@ mod tests {
         assert!(matches!(add_user(&conn, "not an email"), Err(StoreError::Invalid(_))));
         let (row, key) = create_key(&conn, u.id, "laptop").unwrap();
         assert_eq!(row.lookup, key.lookup);
-        assert_eq!(row.status, "active");
+        assert_eq!(row.status, Switch::Active);
         // Only the hash is stored.
         let stored: String = conn.query_row("SELECT group_concat(key_hash) FROM api_keys", [], |r| r.get(0)).unwrap();
         assert!(!stored.contains(&key.plaintext[6..]));
         assert_eq!(parse_hash(&row), Some(KeyHash::of(&key.plaintext)));
-        let row = set_key_status(&conn, row.id, "disabled").unwrap();
-        assert_eq!(row.status, "disabled");
-        assert!(matches!(set_key_status(&conn, 999, "active"), Err(StoreError::NoSuchKey(999))));
+        let row = set_key_status(&conn, row.id, Switch::Disabled).unwrap();
+        assert_eq!(row.status, Switch::Disabled);
+        assert!(matches!(set_key_status(&conn, 999, Switch::Active), Err(StoreError::NoSuchKey(999))));
         touch_keys(&conn, &[(row.id, 5), (row.id, 3)]).unwrap();
         assert_eq!(key_by_id(&conn, row.id).unwrap().last_used_at, Some(5));
         assert_eq!(list_keys(&conn, Some(u.id)).unwrap().len(), 1);
@@ -330,7 +331,7 @@ mod tests {
         let page1 = search_users(&conn, "", 0, 2).unwrap();
         let page2 = search_users(&conn, "", page1[1].id, 2).unwrap();
         assert_eq!((page1.len(), page2.len(), count_users(&conn).unwrap()), (2, 1, 3));
-        set_role(&conn, u.id, "admin").unwrap();
-        assert_eq!(user_by_id(&conn, u.id).unwrap().role, "admin");
+        set_role(&conn, u.id, Role::Admin).unwrap();
+        assert_eq!(user_by_id(&conn, u.id).unwrap().role, Role::Admin);
     }
 }

@@ -2,6 +2,7 @@
 //! audit trail. Used by the CLI, the admin API, the console, redemption and
 //! the gateway's reloads; never on the LLM request path.
 
+use super::kinds::{Account, SubscriptionStatus, Switch};
 use super::{SqlContext, StoreError};
 use crate::clock::now_ms;
 use rusqlite::{params, Connection, OptionalExtension, Row};
@@ -16,7 +17,7 @@ pub const ORIGIN_GATEWAY: &str = "gateway";
 pub struct LedgerRow {
     pub id: i64,
     pub user_id: i64,
-    pub account: String,
+    pub account: Account,
     pub amount: i64,
     pub kind: String,
     pub reason: String,
@@ -44,7 +45,7 @@ const LEDGER_COLS: &str = "id, user_id, account, amount, kind, reason, reference
 /// A ledger entry written outside the gateway's batch writer.
 pub struct NewEntry<'a> {
     pub user_id: i64,
-    pub account: &'a str,
+    pub account: Account,
     pub amount: i64,
     pub kind: &'a str,
     pub reason: &'a str,
@@ -148,7 +149,7 @@ pub struct SubscriptionRow {
     pub plan_id: String,
     pub starts_at: i64,
     pub expires_at: i64,
-    pub status: String,
+    pub status: SubscriptionStatus,
 }
 
 fn sub_row(r: &Row) -> rusqlite::Result<SubscriptionRow> {
@@ -235,13 +236,13 @@ pub fn revoke_subscription(conn: &Connection, user_id: i64) -> Result<bool, Stor
 pub struct CodeRow {
     pub id: i64,
     pub prefix: String,
-    pub kind: String,
+    pub kind: Account,
     pub credits: Option<i64>,
     pub plan_id: Option<String>,
     pub max_uses: i64,
     pub uses: i64,
     pub expires_at: Option<i64>,
-    pub status: String,
+    pub status: Switch,
     pub batch: String,
     pub created_at: i64,
 }
@@ -328,7 +329,7 @@ pub fn page_codes(
     rows.collect::<Result<_, _>>().ctx("listing codes")
 }
 
-pub fn set_code_status(conn: &Connection, id: i64, status: &str) -> Result<CodeRow, StoreError> {
+pub fn set_code_status(conn: &Connection, id: i64, status: Switch) -> Result<CodeRow, StoreError> {
     conn.execute("UPDATE redemption_codes SET status = ?1 WHERE id = ?2", params![status, id]).ctx("updating code")?;
     code_by_id(conn, id)?.ok_or_else(|| StoreError::Invalid(format!("no code with id {id}")))
 }
@@ -432,9 +433,9 @@ mod tests {
             reference: "",
             origin,
         };
-        insert_ledger(&conn, &e(5_000_000, "credits", "cli")).unwrap();
-        insert_ledger(&conn, &e(-1_250, "credits", ORIGIN_GATEWAY)).unwrap();
-        insert_ledger(&conn, &e(-300, "plan", ORIGIN_GATEWAY)).unwrap();
+        insert_ledger(&conn, &e(5_000_000, Account::Credits, "cli")).unwrap();
+        insert_ledger(&conn, &e(-1_250, Account::Credits, ORIGIN_GATEWAY)).unwrap();
+        insert_ledger(&conn, &e(-300, Account::Plan, ORIGIN_GATEWAY)).unwrap();
         assert_eq!(balances(&conn).unwrap()[&u.id], 4_998_750);
         assert_eq!(plan_usage_since(&conn, 0).unwrap()[&u.id], 300);
         let ext = external_entries_after(&conn, 0).unwrap();

@@ -7,6 +7,7 @@
 pub mod accounts;
 pub mod billing;
 pub mod channels;
+pub mod kinds;
 mod migrations;
 pub mod orders;
 pub mod pool;

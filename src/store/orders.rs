@@ -6,40 +6,7 @@ use super::{SqlContext, StoreError};
 use rusqlite::{params, Connection, OptionalExtension, Row};
 use serde::Serialize;
 
-/// Where an order stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum OrderStatus {
-    /// Created; the user was sent to the provider.
-    Pending,
-    /// The provider confirmed the payment and the account was credited.
-    Paid,
-    /// The provider reported a failure, or its report did not match the order.
-    Failed,
-    /// Nobody paid in time.
-    Expired,
-    /// An operator refunded it and took the credits back.
-    Refunded,
-}
-
-impl OrderStatus {
-    pub const ALL: [OrderStatus; 5] =
-        [OrderStatus::Pending, OrderStatus::Paid, OrderStatus::Failed, OrderStatus::Expired, OrderStatus::Refunded];
-
-    pub fn as_str(self) -> &'static str {
-        match self {
-            OrderStatus::Pending => "pending",
-            OrderStatus::Paid => "paid",
-            OrderStatus::Failed => "failed",
-            OrderStatus::Expired => "expired",
-            OrderStatus::Refunded => "refunded",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<OrderStatus> {
-        OrderStatus::ALL.into_iter().find(|o| o.as_str() == s)
-    }
-}
+pub use super::kinds::OrderStatus;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct OrderRow {

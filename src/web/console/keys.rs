@@ -6,6 +6,7 @@ use super::dashboard::{allowed_models, live};
 use super::{csrf_field, frame, once_field, server_error, Viewer};
 use crate::accounts::ops::{KeyError, KeySpec, Ops};
 use crate::store::accounts::{self as sql, KeyRow};
+use crate::store::kinds::Switch;
 use crate::store::usage::{self, GroupBy, UsageFilter, UsageLine};
 use crate::store::StoreError;
 use crate::web::ccswitch::{self, DeepLink};
@@ -189,7 +190,7 @@ fn key_table(env: &Env, viewer: &Viewer, keys: &[KeyRow], today: &Spend, total: 
                         td { @if k.name.is_empty() { span.muted { "—" } } @else { (k.name) } }
                         td.nowrap { code { (k.prefix()) "…" } }
                         td {
-                            @if k.status != "active" { span.pill.bad { (t.status_disabled) } }
+                            @if k.status != Switch::Active { span.pill.bad { (t.status_disabled) } }
                             @else if expired { span.pill.warn { (t.status_expired) } }
                             @else { span.pill.ok { (t.status_active) } }
                         }
@@ -200,7 +201,7 @@ fn key_table(env: &Env, viewer: &Viewer, keys: &[KeyRow], today: &Spend, total: 
                         td.num { (format::credits(today.get(k))) }
                         td.num { (format::credits(total.get(k))) }
                         td { div.actions {
-                            @let (action, label) = if k.status == "active" { ("disable", t.disable) } else { ("enable", t.enable) };
+                            @let (action, label) = if k.status == Switch::Active { ("disable", t.disable) } else { ("enable", t.enable) };
                             form.inline method="post" action=(format!("/console/keys/{}/{action}", k.id)) {
                                 (csrf_field(viewer)) button.ghost.small type="submit" { (label) }
                             }

@@ -5,6 +5,7 @@
 use super::{Operator, IDLE, MAX_AGE};
 use crate::accounts::password;
 use crate::store::accounts::normalize_email;
+use crate::store::kinds::Role;
 use crate::store::sessions as sql;
 use crate::store::StoreError;
 use crate::web::console::{plain, server_error};
@@ -120,12 +121,12 @@ async fn identify(
         .run(move |c| {
             let login = crate::store::accounts::find_login(c, &email)?;
             let role = match &login {
-                Some(l) => crate::store::accounts::user_by_id(c, l.id)?.role,
-                None => String::new(),
+                Some(l) => Some(crate::store::accounts::user_by_id(c, l.id)?.role),
+                None => None,
             };
             let ok = password::verify(login.as_ref().and_then(|l| l.password_hash.as_deref()), &pw);
             Ok(match login {
-                Some(l) if ok && !l.banned && role == "admin" => Who::User(l.id, l.email),
+                Some(l) if ok && !l.banned && role == Some(Role::Admin) => Who::User(l.id, l.email),
                 _ => Who::Nobody,
             })
         })
