@@ -10,7 +10,8 @@ instrumentation on for --requests more, waits for the background work those
 requests caused (batched database writes, access log) to finish, turns it
 off, stops the process and prints
 `<instructions per request> <requests>` on stdout. Every instruction of
-every thread of the process counts, the writer thread's included.
+every thread of the process counts, the writer thread's included. With
+--keep FILE the profile stays for `callgrind_annotate --inclusive=yes FILE`.
 """
 
 import argparse
@@ -56,6 +57,7 @@ def main():
     ap.add_argument("--warmup", type=int, default=200)
     ap.add_argument("--requests", type=int, default=2000)
     ap.add_argument("--settle", type=float, default=1.0, help="seconds of background work counted after the last answer")
+    ap.add_argument("--keep", help="also keep the callgrind output here (for callgrind_annotate)")
     ap.add_argument("cmd", nargs=argparse.REMAINDER)
     a = ap.parse_args()
     cmd = a.cmd[1:] if a.cmd[:1] == ["--"] else a.cmd
@@ -86,7 +88,10 @@ def main():
             proc.kill()
             proc.wait()
     text = open(out).read()
-    os.unlink(out)
+    if a.keep:
+        os.replace(out, a.keep)
+    else:
+        os.unlink(out)
     m = re.search(r"^totals: (\d+)", text, re.M) or re.search(r"^summary: (\d+)", text, re.M)
     if not m:
         sys.exit("no totals in the callgrind output")
