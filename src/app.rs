@@ -10,7 +10,7 @@ use crate::convert::support::{Ids, RandomIds, Signer};
 use crate::store::pool::Pool;
 use crate::store::writer::Writer;
 use crate::web::Site;
-use pingora::connectors::http::Connector;
+use pingora::connectors::http::v1::Connector;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 

@@ -496,7 +496,10 @@ pub async fn route(app: &Arc<App>, req: Req) -> AdminResult {
                 .by_name(name)
                 .ok_or_else(|| AdminError(StatusCode::NOT_FOUND, format!("no channel {name:?}")))?
                 .clone();
-            let outcome = crate::channels::health::test_once(&app.connector, &ch).await;
+            // A fresh connection, like the health checker's: the test says
+            // whether the channel answers now, not whether a pooled socket does.
+            let connector = pingora::connectors::http::Connector::new(None);
+            let outcome = crate::channels::health::test_once(&connector, &ch).await;
             let (name, detail) =
                 (ch.name().to_string(), json!({"ok": outcome.ok, "status": outcome.status}).to_string());
             with_db(app, &req.actor, move |c, ops| Ok(billing::audit(c, ops.actor, "channel.test", &name, &detail)?))

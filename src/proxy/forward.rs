@@ -473,7 +473,7 @@ async fn deliver(
     }
     match outcome {
         Relayed::Complete => {
-            app.connector.release_http_session(up, &peer, Some(channel.pool_idle_timeout())).await;
+            upstream::release(app, up, &peer, channel.pool_idle_timeout()).await;
         }
         Relayed::UpstreamFailed(reason) => {
             log::warn!("{}: stream from {} failed: {reason}", ctx.request_id, channel.name());
