@@ -118,7 +118,7 @@ async fn every_admin_resource_and_the_audit_trail() {
         ..Default::default()
     });
     assert_eq!(post(&gw, "/v1/chat/completions", &key, &body).await.0, 200);
-    gw.wait_count("SELECT count(*) FROM ledger WHERE kind = 'usage'", 2);
+    gw.wait_count("SELECT count(*) FROM usage WHERE ledger_id IS NOT NULL", 2);
     let (s, b) = gw.admin("GET", "/admin/usage?by=model&user=a@x.io", None).await;
     assert_eq!(s, 200, "{b}");
     let report = json(&b);

@@ -29,17 +29,31 @@ fn body_for(path: &str, stream: bool) -> Value {
     }
 }
 
-/// Usage rows and their charges must match one to one.
+/// Every charged usage row names a ledger row, and each usage ledger row's
+/// amount is the sum of the usage rows that name it. Returns the number of
+/// charged requests.
 fn assert_usage_matches_ledger(gw: &Gateway) -> usize {
     let db = gw.db();
-    let mut stmt = db.prepare("SELECT request_id, cost FROM usage WHERE cost > 0").unwrap();
-    let usage: HashMap<String, i64> =
-        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect();
-    let mut stmt = db.prepare("SELECT reference, -amount FROM ledger WHERE kind = 'usage'").unwrap();
-    let ledger: HashMap<String, i64> =
-        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect();
-    assert_eq!(usage, ledger, "usage records and ledger charges differ");
-    usage.len()
+    let unlinked: i64 = db
+        .query_row(
+            "SELECT count(*) FROM usage WHERE cost > 0 AND billed_to IS NOT NULL AND ledger_id IS NULL",
+            [],
+            |r| r.get(0),
+        )
+        .unwrap();
+    assert_eq!(unlinked, 0, "charged usage rows without a ledger row");
+    let mut stmt = db
+        .prepare(
+            "SELECT l.id, -l.amount, (SELECT COALESCE(SUM(cost), 0) FROM usage WHERE ledger_id = l.id)
+             FROM ledger l WHERE l.kind = 'usage'",
+        )
+        .unwrap();
+    let rows: Vec<(i64, i64, i64)> =
+        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap().map(Result::unwrap).collect();
+    for (id, charged, receipts) in &rows {
+        assert_eq!(charged, receipts, "ledger row {id}: its charge and its usage rows differ");
+    }
+    db.query_row("SELECT count(*) FROM usage WHERE ledger_id IS NOT NULL", [], |r| r.get::<_, i64>(0)).unwrap() as usize
 }
 
 #[tokio::test]

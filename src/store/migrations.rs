@@ -228,6 +228,11 @@ const MIGRATIONS: &[&str] = &[
         updated_at INTEGER NOT NULL
     ) WITHOUT ROWID;
     "#,
+    // 8: usage charges are one ledger row per user, account and minute of a
+    // writer batch; each usage row names the ledger row that charged it.
+    // Rows from before keep NULL: their charge is the ledger row whose
+    // reference is their request id.
+    "ALTER TABLE usage ADD COLUMN ledger_id INTEGER;",
 ];
 
 /// The schema version this binary writes.

@@ -7,6 +7,7 @@
 pub mod accounts;
 pub mod billing;
 pub mod channels;
+mod charges;
 pub mod kinds;
 mod migrations;
 pub mod orders;

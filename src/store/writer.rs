@@ -6,11 +6,13 @@
 //! within 10 ms of it, in one transaction (group commit). A `kill -9` therefore
 //! loses only the ops queued or being committed at that instant — measured at a
 //! few milliseconds of traffic, bounded by `flush_interval` plus one commit.
-//! A usage record and its ledger charge are one op, so they are never split.
+//! A usage record and its ledger charge are one op, so they are never split;
+//! a batch's charges become one ledger row per user (see `charges`).
 //! Between batches, and at least every `flush_interval`, the thread checks
 //! `PRAGMA data_version` and calls back when another process (the CLI) changed
 //! the database: that is how CLI changes reach the gateway within a second.
 
+use super::charges::Charges;
 use super::{data_version, SqlContext, StoreError};
 use rusqlite::{params, Connection};
 use std::sync::mpsc as std_mpsc;
@@ -260,12 +262,17 @@ fn commit(conn: &Connection, ops: &[WriteOp]) -> Result<(), StoreError> {
     let mut touched: std::collections::HashMap<i64, i64> = std::collections::HashMap::new();
     let mut seen: std::collections::HashMap<i64, i64> = std::collections::HashMap::new();
     let mut rollup = super::usage::Rollup::default();
+    let mut charges = Charges::of(ops);
+    charges.insert(&tx)?;
     for op in ops {
         match op {
-            WriteOp::Usage(u) => insert_usage(&tx, u, &mut rollup)?,
+            WriteOp::Usage(u) => {
+                insert_usage(&tx, u, None, &mut rollup)?;
+            }
             WriteOp::Charge(u, l) => {
-                insert_usage(&tx, u, &mut rollup)?;
-                insert_ledger(&tx, l)?;
+                if !insert_usage(&tx, u, charges.ledger_id(l), &mut rollup)? {
+                    charges.drop_charge(l);
+                }
             }
             WriteOp::Ledger(l) => insert_ledger(&tx, l)?,
             WriteOp::KeyUsed { key_id, at } => {
@@ -280,6 +287,7 @@ fn commit(conn: &Connection, ops: &[WriteOp]) -> Result<(), StoreError> {
             WriteOp::Flush(_) => {}
         }
     }
+    charges.finish(&tx)?;
     rollup.write(&tx)?;
     let stamps: Vec<(i64, i64)> = touched.into_iter().collect();
     super::accounts::touch_keys(&tx, &stamps)?;
@@ -289,19 +297,21 @@ fn commit(conn: &Connection, ops: &[WriteOp]) -> Result<(), StoreError> {
     tx.commit().ctx("committing batch")
 }
 
-/// Inserts a usage row and counts it in the batch's rollup (a row already
-/// there, same request id, is neither inserted nor counted twice).
+/// Inserts a usage row and counts it in the batch's rollup. A row already
+/// there (same request id) is neither inserted nor counted twice: false.
 fn insert_usage<'a>(
     conn: &Connection,
     u: &'a UsageRecord,
+    ledger_id: Option<i64>,
     rollup: &mut super::usage::Rollup<'a>,
-) -> Result<(), StoreError> {
+) -> Result<bool, StoreError> {
     let mut stmt = conn
         .prepare_cached(
             "INSERT OR IGNORE INTO usage(request_id, created_at, key_id, user_id, endpoint, model, channel,
                 input_tokens, cached_tokens, cache_write_tokens, output_tokens, reasoning_tokens,
-                status, upstream_status, latency_ms, ttfb_ms, stream, estimated, cost, billed_to, attempts, translation)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)",
+                status, upstream_status, latency_ms, ttfb_ms, stream, estimated, cost, billed_to, attempts, translation,
+                ledger_id)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23)",
         )
         .ctx("preparing usage insert")?;
     let inserted = stmt
@@ -328,12 +338,13 @@ fn insert_usage<'a>(
             u.billed_to,
             u.attempts,
             u.translation,
+            ledger_id,
         ])
         .ctx("inserting usage")?;
     if inserted == 1 {
         rollup.add(u);
     }
-    Ok(())
+    Ok(inserted == 1)
 }
 
 fn insert_ledger(conn: &Connection, l: &LedgerEntry) -> Result<(), StoreError> {
@@ -375,6 +386,91 @@ mod tests {
             .query_row("SELECT count(*), sum(output_tokens) FROM usage", [], |r| Ok((r.get(0)?, r.get(1)?)))
             .unwrap();
         assert_eq!((n, sum), (100, 4950));
+    }
+
+    fn charge(request_id: &str, user_id: i64, cost: i64, at: i64) -> WriteOp {
+        let usage = UsageRecord {
+            request_id: request_id.into(),
+            created_at: at,
+            user_id: Some(user_id),
+            endpoint: "chat",
+            status: 200,
+            cost,
+            ..Default::default()
+        };
+        let entry = LedgerEntry {
+            user_id,
+            account: "credits",
+            amount: -cost,
+            kind: "usage",
+            reason: "gpt-4o-mini".into(),
+            reference: request_id.into(),
+            created_at: at,
+        };
+        WriteOp::Charge(Box::new(usage), entry)
+    }
+
+    #[test]
+    fn a_batch_charges_each_user_once_and_each_usage_row_names_its_charge() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = super::super::open(&dir.path().join("db")).unwrap();
+        for u in [1, 2] {
+            conn.execute(
+                "INSERT INTO users(id, email, created_at) VALUES (?1, ?2, 0)",
+                params![u, format!("{u}@x.io")],
+            )
+            .unwrap();
+        }
+        let t = 1_700_000_000_000;
+        let ops: Vec<WriteOp> = (0..10).map(|i| charge(&format!("r{i}"), 1 + i % 2, 100 + i, t + i)).collect();
+        commit(&conn, &ops).unwrap();
+        // A second batch replays r0 (already committed) and charges r10.
+        commit(&conn, &[charge("r0", 1, 100, t + 20), charge("r10", 1, 7, t + 21)]).unwrap();
+
+        let rows: Vec<(i64, i64, i64, String)> = conn
+            .prepare("SELECT id, user_id, amount, reason FROM ledger ORDER BY id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        let sums = |id: i64| -> (i64, i64) {
+            conn.query_row("SELECT count(*), -SUM(cost) FROM usage WHERE ledger_id = ?1", [id], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap()
+        };
+        // Users 1 and 2 in the first batch; user 1 again for r10 alone (r0's
+        // replay charged nothing).
+        assert_eq!(rows.len(), 3, "{rows:?}");
+        let expected = [(1, -(100 + 102 + 104 + 106 + 108)), (2, -(101 + 103 + 105 + 107 + 109)), (1, -7)];
+        for ((id, user, amount, _), (want_user, want_amount)) in rows.iter().zip(expected) {
+            assert_eq!((*user, *amount), (want_user, want_amount));
+            assert_eq!(sums(*id), (if want_amount == -7 { 1 } else { 5 }, *amount), "usage rows of ledger row {id}");
+        }
+        assert_eq!(rows[0].3, "5 requests");
+        assert_eq!(rows[2].3, "gpt-4o-mini", "one request keeps its model as the reason");
+        // Every request's own cost is still in its usage row.
+        let costs: i64 = conn.query_row("SELECT SUM(cost) FROM usage", [], |r| r.get(0)).unwrap();
+        let ledger: i64 = conn.query_row("SELECT -SUM(amount) FROM ledger", [], |r| r.get(0)).unwrap();
+        assert_eq!((costs, ledger), ((100..110).sum::<i64>() + 7, (100..110).sum::<i64>() + 7));
+    }
+
+    #[test]
+    fn a_charge_group_never_straddles_a_minute() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = super::super::open(&dir.path().join("db")).unwrap();
+        conn.execute("INSERT INTO users(id, email, created_at) VALUES (1, 'a@x.io', 0)", []).unwrap();
+        // 59.999 s and 60.000 s: one batch, two minutes, two ledger rows.
+        commit(&conn, &[charge("a", 1, 5, 59_999), charge("b", 1, 6, 60_000)]).unwrap();
+        let rows: Vec<(i64, i64)> = conn
+            .prepare("SELECT amount, created_at FROM ledger ORDER BY id")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(rows, vec![(-5, 59_999), (-6, 60_000)]);
     }
 
     #[test]
