@@ -146,27 +146,6 @@ async fn bad_requests() {
 }
 
 #[tokio::test]
-async fn websocket_upgrade_gets_426_at_once() {
-    let fake = fake();
-    let (gw, keys) = Gateway::start_with_keys(&conf(&fake), &["u@x.io"]);
-    let start = Instant::now();
-    let r = client()
-        .get(gw.url("/v1/responses"))
-        .bearer_auth(&keys[0])
-        .header("connection", "Upgrade")
-        .header("upgrade", "websocket")
-        .header("sec-websocket-version", "13")
-        .header("sec-websocket-key", "dGhlIHNhbXBsZSBub25jZQ==")
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 426);
-    assert!(start.elapsed() < Duration::from_secs(2));
-    let v = json(&r.text().await.unwrap());
-    assert_eq!(v["error"]["code"], "websocket_not_supported");
-}
-
-#[tokio::test]
 async fn body_limit_gives_413() {
     let fake = fake();
     let yaml = conf(&fake).replace("  grace_period: 5s", "  grace_period: 5s\n  max_body_size: 64KiB");

@@ -12,6 +12,8 @@ pub enum Endpoint {
     Models,
     ChatCompletions,
     Responses,
+    /// The Responses API over a WebSocket (`GET /v1/responses` + upgrade).
+    ResponsesSocket,
     ResponsesCompact,
     Embeddings,
     Messages,
@@ -121,10 +123,9 @@ pub fn classify(r: &RouteInput) -> (ErrorShape, Result<Endpoint, GatewayError>) 
         "/healthz" => (Endpoint::Health, "GET"),
         _ => return (shape, Err(GatewayError::RouteNotFound(path.to_string()))),
     };
-    // Codex CLI first tries a WebSocket upgrade on GET /v1/responses; answering
-    // 426 at once makes it fall back to HTTP+SSE without its ~5 retries.
-    if endpoint == Endpoint::Responses && r.websocket_upgrade {
-        return (shape, Err(GatewayError::WebSocketUnsupported));
+    // Codex CLI first tries a WebSocket upgrade on GET /v1/responses.
+    if endpoint == Endpoint::Responses && r.websocket_upgrade && r.method == "GET" {
+        return (shape, Ok(Endpoint::ResponsesSocket));
     }
     let method_ok = r.method == method || (method == "GET" && r.method == "HEAD");
     if !method_ok {
@@ -172,7 +173,7 @@ mod tests {
             anthropic_version: false,
             websocket_upgrade: true,
         });
-        assert_eq!(r.1, Err(GatewayError::WebSocketUnsupported));
+        assert_eq!(r.1, Ok(Endpoint::ResponsesSocket));
         assert!(matches!(route("GET", "/v1/responses").1, Err(GatewayError::MethodNotAllowed { .. })));
         assert!(matches!(route("POST", "/v2/chat").1, Err(GatewayError::RouteNotFound(_))));
     }

@@ -116,6 +116,9 @@ pub struct RoutingSection {
     pub stream_hold: Option<Dur>,
     /// An SSE comment after this much upstream silence; 0: none.
     pub stream_keepalive: Option<Dur>,
+    /// Serve the Responses API over a WebSocket on `GET /v1/responses`
+    /// (false: answer 426, and Codex falls back to HTTP).
+    pub responses_websocket: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -294,6 +294,9 @@ pub struct RoutingConfig {
     /// comment, so proxies and CDNs on the way keep the connection (a
     /// translated stream drops the upstream's own pings); `None`: never.
     pub stream_keepalive: Option<Duration>,
+    /// Codex's WebSocket transport on `GET /v1/responses`: each
+    /// `response.create` message runs as a Responses request. Off: 426.
+    pub responses_websocket: bool,
 }
 
 #[derive(Debug, Clone)]

@@ -235,6 +235,7 @@ fn routing(c: &mut Check, r: &RoutingSection) -> RoutingConfig {
         ejection_time: r.ejection_time.map(|d| d.0).unwrap_or(Duration::from_secs(30)),
         stream_hold: r.stream_hold.map(|d| d.0).unwrap_or(DEFAULT_STREAM_HOLD),
         stream_keepalive: Some(r.stream_keepalive.map_or(Duration::from_secs(15), |d| d.0)).filter(|d| !d.is_zero()),
+        responses_websocket: r.responses_websocket.unwrap_or(true),
     };
     if routing.stream_hold > MAX_STREAM_HOLD {
         c.err(

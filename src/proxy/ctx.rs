@@ -66,6 +66,9 @@ pub struct RequestCtx {
     pub quota_headers: Vec<(&'static str, String)>,
     /// Size of the request body (for usage estimates).
     pub body_len: usize,
+    /// The client's address for a request without a socket of its own (a
+    /// WebSocket turn, served on an in-memory connection).
+    pub client_ip: Option<std::net::IpAddr>,
 }
 
 /// `req_` + the time in milliseconds as 9 base62 digits + 15 random base62
@@ -120,6 +123,7 @@ impl RequestCtx {
             billed_to: None,
             quota_headers: Vec::new(),
             body_len: 0,
+            client_ip: None,
         }
     }
 }

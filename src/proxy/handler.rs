@@ -31,7 +31,15 @@ fn header<'a>(session: &'a Session, name: &str) -> Option<&'a [u8]> {
     session.req_header().headers.get(name).map(|v| v.as_bytes())
 }
 
-pub async fn handle(app: &Arc<App>, session: &mut Session, ctx: &mut RequestCtx) -> Result<(), GatewayError> {
+/// What is left to do once `handle` returns.
+pub enum Next {
+    /// The request is answered.
+    Done,
+    /// An authenticated WebSocket upgrade: the connection is the caller's.
+    WebSocket,
+}
+
+pub async fn handle(app: &Arc<App>, session: &mut Session, ctx: &mut RequestCtx) -> Result<Next, GatewayError> {
     let req = session.req_header();
     let websocket = req.headers.get("upgrade").is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"websocket"));
     let (shape, endpoint) = api::classify(&RouteInput {
@@ -45,14 +53,18 @@ pub async fn handle(app: &Arc<App>, session: &mut Session, ctx: &mut RequestCtx)
         // Not an API endpoint and not under /v1: a page of the website.
         (Err(GatewayError::RouteNotFound(path)), Some(site)) if !super::site::is_api_path(&path) => {
             super::site::serve(app, site, session, ctx).await;
-            return Ok(());
+            return Ok(Next::Done);
         }
         (e, _) => e?,
     };
     ctx.endpoint = Some(endpoint);
+    // Off by config: 426 makes Codex fall back to HTTP at once.
+    if endpoint == Endpoint::ResponsesSocket && !app.config.routing.responses_websocket {
+        return Err(GatewayError::WebSocketUnsupported);
+    }
     if endpoint == Endpoint::Health {
         respond::json(session, ctx, &json!({"status": "ok"})).await;
-        return Ok(());
+        return Ok(Next::Done);
     }
 
     let presented = auth::credential(
@@ -79,25 +91,27 @@ pub async fn handle(app: &Arc<App>, session: &mut Session, ctx: &mut RequestCtx)
                 .filter(|m| app.channels.serves_model(&m.id) && limits::model_visible(plan, &identity.key, &m.id))
                 .collect();
             respond::json(session, ctx, &api::models::render(&models, shape, app.demo)).await;
-            Ok(())
+            Ok(Next::Done)
         }
         Endpoint::Account => {
             account::account(app, session, ctx, &identity).await;
-            Ok(())
+            Ok(Next::Done)
         }
         Endpoint::BillingSubscription => {
             account::legacy_subscription(app, session, ctx, &identity).await;
-            Ok(())
+            Ok(Next::Done)
         }
         Endpoint::BillingUsage => {
             account::legacy_usage(app, session, ctx, &identity).await;
-            Ok(())
+            Ok(Next::Done)
         }
+        // Authenticated: the caller takes the connection over.
+        Endpoint::ResponsesSocket => Ok(Next::WebSocket),
         Endpoint::Redeem => {
             let body = read_body(session, 64 << 10).await?;
-            account::redeem(app, session, ctx, &identity, &body).await
+            account::redeem(app, session, ctx, &identity, &body).await.map(|()| Next::Done)
         }
-        _ => llm(app, session, ctx, endpoint, &identity).await,
+        _ => llm(app, session, ctx, endpoint, &identity).await.map(|()| Next::Done),
     }
 }
 

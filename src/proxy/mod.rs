@@ -11,6 +11,7 @@ mod respond;
 mod settle;
 mod site;
 mod upstream;
+mod websocket;
 
 use crate::app::{App, InFlight};
 use async_trait::async_trait;
@@ -49,7 +50,11 @@ impl ProxyHttp for Gateway {
         // body may send its next request meanwhile: with pipelining on, those
         // bytes are kept for the next request instead of being eaten.
         session.as_downstream_mut().set_pipelining_enabled(true);
-        if let Err(e) = handler::handle(&self.app, session, ctx).await {
+        let served = match handler::handle(&self.app, session, ctx).await {
+            Ok(handler::Next::WebSocket) => websocket::serve(&self.app, session, ctx).await,
+            other => other.map(|_| ()),
+        };
+        if let Err(e) = served {
             respond::error(session, ctx, &e).await;
         }
         Ok(true)

@@ -23,6 +23,7 @@ fn endpoint_name(ctx: &RequestCtx) -> &'static str {
         Some(BillingSubscription) => "billing_subscription",
         Some(BillingUsage) => "billing_usage",
         Some(Redeem) => "redeem",
+        Some(ResponsesSocket) => "responses_websocket",
         Some(Health) => "health",
         None => "unknown",
     }
@@ -92,7 +93,10 @@ pub async fn settle(app: &App, session: &Session, ctx: &mut RequestCtx) {
     let line = AccessLine {
         time: timestamp(ctx.received_ms),
         request_id: ctx.request_id.clone(),
-        client_ip: session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip().to_string()),
+        client_ip: ctx
+            .client_ip
+            .or_else(|| session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip()))
+            .map(|ip| ip.to_string()),
         key_prefix: ctx.identity.as_ref().map(|i| i.key.prefix()),
         user: ctx.identity.as_ref().map(|i| i.user.email.clone()),
         method: req.method.to_string(),
