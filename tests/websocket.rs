@@ -114,6 +114,26 @@ async fn turns_on_one_connection_are_billed_and_logged_like_http() {
 }
 
 #[tokio::test]
+async fn a_warm_up_is_answered_at_once_without_an_upstream_call_or_a_charge() {
+    let fake = fake();
+    let (gw, keys) = Gateway::start_with_keys(&conf(&fake), &["ws@x.io"]);
+    let mut ws = connect(&gw, &keys[0]).await.unwrap();
+    let events = turn(&mut ws, json!({"model": "gpt-5.1-codex", "input": [], "generate": false})).await;
+    assert_eq!(types(&events), ["response.created", "response.completed"]);
+    let done = &events[1]["response"];
+    assert_eq!((done["status"].as_str(), done["output"].as_array().map(Vec::len)), (Some("completed"), Some(0)));
+    assert!(done["id"].as_str().unwrap().starts_with("resp_"));
+    // The real turn after it goes upstream, without the flag.
+    let events = turn(&mut ws, json!({"model": "gpt-5.1-codex", "input": "go", "generate": true})).await;
+    assert_eq!(types(&events).last(), Some(&"response.completed"));
+    let reqs = fake.requests();
+    assert_eq!(reqs.len(), 1, "only the real turn reached the upstream");
+    assert!(json(&reqs[0].body).get("generate").is_none());
+    ws.close(None).await.unwrap();
+    gw.wait_count("SELECT count(*) FROM usage", 1);
+}
+
+#[tokio::test]
 async fn refusals_are_error_events_and_the_connection_stays_usable() {
     let fake = fake();
     let (gw, keys) = Gateway::start_with_keys(&conf(&fake), &["ws@x.io"]);

@@ -113,12 +113,12 @@ def claude(model, stack, tmp, work, token_file):
     return cmd, env, ("Read", {"file_path": token_file})
 
 
-def codex_case(model):
-    return lambda stack, tmp, work, token_file: codex(model, stack, tmp, work, token_file)
+def codex_case(model, websocket=False):
+    return lambda stack, tmp, work, token_file: codex(model, stack, tmp, work, token_file, websocket)
 
 
-def codex(model, stack, tmp, work, token_file):
-    home, env = home_env(tmp, "codex-" + model)
+def codex(model, stack, tmp, work, token_file, websocket):
+    home, env = home_env(tmp, "codex-" + model + ("-ws" if websocket else ""))
     codex_home = os.path.join(home, ".codex")
     os.makedirs(codex_home, exist_ok=True)
     with open(os.path.join(codex_home, "config.toml"), "w") as f:
@@ -138,6 +138,7 @@ env_key = "RELAY_API_KEY"
 wire_api = "responses"
 request_max_retries = 0
 stream_max_retries = 0
+supports_websockets = {"true" if websocket else "false"}
 """
         )
     env.update({"CODEX_HOME": codex_home, "RELAY_API_KEY": stack.key})
@@ -179,6 +180,7 @@ CASES = [
     ("claude-code-on-chat", claude_case("qwen3-coder"), "chat", "messages->chat"),
     ("codex", codex_case("gpt-5.1-codex"), "full", None),
     ("codex-on-chat", codex_case("qwen3-coder"), "chat", "responses->chat"),
+    ("codex-websocket", codex_case("gpt-5.1-codex", websocket=True), "full", None),
     ("opencode-chat", opencode_case("chat", "@ai-sdk/openai-compatible", "qwen3-coder"), "chat", None),
     ("opencode-responses", opencode_case("responses", "@ai-sdk/openai", "qwen3-coder"), "chat", "responses->chat"),
     ("opencode-messages", opencode_case("messages", "@ai-sdk/anthropic", "qwen3-coder"), "chat", "messages->chat"),
@@ -238,10 +240,19 @@ def main():
             ok = run_case(stack, tmp, name, make, where)
             results.append((name, ok, translation))
         time.sleep(1.2)  # access-log lines reach the file within a second
-        seen = {line.get("translation") for line in stack.access_log()}
+        log = stack.access_log()
+        seen = {line.get("translation") for line in log}
+        # Codex on its WebSocket transport: the connection's own line (101),
+        # written when Codex closed it.
+        sockets = [l for l in log if l.get("method") == "GET" and l.get("status") == 101]
         for name, ok, translation in results:
+            missing = None
             if ok and translation and translation not in seen:
-                print(f"FAIL {name}: the access log shows no {translation} translation")
+                missing = f"no {translation} translation"
+            if ok and name == "codex-websocket" and not sockets:
+                missing = "no WebSocket connection on GET /v1/responses"
+            if missing:
+                print(f"FAIL {name}: the access log shows {missing}")
                 results = [(n, o and n != name, t) for n, o, t in results]
     finally:
         stack.stop()

@@ -191,7 +191,13 @@ async fn converse(app: Arc<App>, pipe: DuplexStream, template: TurnTemplate) {
             _ => continue,
         };
         let body = match turn_body(text.as_str()) {
-            Ok(Some(b)) => b,
+            Ok(Some(Turn::Run(b))) => b,
+            Ok(Some(Turn::Prewarm(model))) => {
+                if prewarm(&mut ws, &model).await.is_err() {
+                    return;
+                }
+                continue;
+            }
             Ok(None) => continue,
             Err(message) => {
                 if send_error(&mut ws, 400, "invalid_request_error", &message).await.is_err() {
@@ -206,9 +212,19 @@ async fn converse(app: Arc<App>, pipe: DuplexStream, template: TurnTemplate) {
     }
 }
 
-/// The Responses request body of a client message: `Ok(None)` for messages
-/// that need no answer (`response.processed`).
-fn turn_body(text: &str) -> Result<Option<Bytes>, String> {
+/// What a `response.create` asks for.
+#[derive(Debug, PartialEq)]
+enum Turn {
+    /// A Responses request body, to run.
+    Run(Bytes),
+    /// `generate: false`, for this model: Codex warms the connection up
+    /// before its first turn and discards the answer.
+    Prewarm(String),
+}
+
+/// The turn a client message asks for: `Ok(None)` for messages that need no
+/// answer (`response.processed`).
+fn turn_body(text: &str) -> Result<Option<Turn>, String> {
     let mut v: Value = serde_json::from_str(text).map_err(|e| format!("Invalid JSON message: {e}"))?;
     let Some(obj) = v.as_object_mut() else { return Err("A message must be a JSON object".into()) };
     match obj.remove("type").as_ref().and_then(Value::as_str) {
@@ -217,9 +233,33 @@ fn turn_body(text: &str) -> Result<Option<Bytes>, String> {
         Some(other) => return Err(format!("Unsupported message type '{other}': send 'response.create'")),
         None => return Err("A message needs a 'type': send 'response.create'".into()),
     }
+    if obj.get("generate") == Some(&Value::Bool(false)) {
+        let model = obj.get("model").and_then(Value::as_str).unwrap_or_default();
+        return Ok(Some(Turn::Prewarm(model.to_string())));
+    }
+    obj.remove("generate");
     // Events are what the transport carries: the turn always streams.
     obj.insert("stream".into(), Value::Bool(true));
-    serde_json::to_vec(&v).map(|b| Some(Bytes::from(b))).map_err(|e| e.to_string())
+    serde_json::to_vec(&v).map(|b| Some(Turn::Run(Bytes::from(b)))).map_err(|e| e.to_string())
+}
+
+/// Answers a warm-up at once with an empty completed response. Forwarded, it
+/// would make an upstream generate a whole answer (and the user pay for it)
+/// that Codex throws away.
+async fn prewarm(ws: &mut Socket, model: &str) -> Result<(), Closed> {
+    let id = format!("resp_{}", &super::ctx::new_request_id()[4..]);
+    let response = |status: &str| {
+        json!({"id": id, "object": "response", "created_at": crate::clock::now_ms() / 1000, "status": status,
+               "model": model, "output": [], "usage": {"input_tokens": 0, "output_tokens": 0, "total_tokens": 0,
+               "input_tokens_details": {"cached_tokens": 0}, "output_tokens_details": {"reasoning_tokens": 0}}})
+    };
+    for (n, (kind, status)) in
+        [("response.created", "in_progress"), ("response.completed", "completed")].iter().enumerate()
+    {
+        let event = json!({"type": kind, "sequence_number": n, "response": response(status)});
+        ws.feed(Message::text(event.to_string())).await.map_err(|_| Closed)?;
+    }
+    ws.flush().await.map_err(|_| Closed)
 }
 
 /// The socket failed or closed: the conversation ends.
@@ -350,9 +390,12 @@ mod tests {
 
     #[test]
     fn a_create_message_becomes_a_streaming_request() {
-        let body = turn_body(r#"{"type":"response.create","model":"m","input":"hi","stream":false}"#).unwrap().unwrap();
+        let turn = turn_body(r#"{"type":"response.create","model":"m","input":"hi","stream":false}"#).unwrap();
+        let Some(Turn::Run(body)) = turn else { panic!("{turn:?}") };
         let v: Value = serde_json::from_slice(&body).unwrap();
         assert_eq!(v, json!({"model": "m", "input": "hi", "stream": true}));
+        let warm = turn_body(r#"{"type":"response.create","model":"m","input":[],"generate":false}"#).unwrap();
+        assert_eq!(warm, Some(Turn::Prewarm("m".into())));
         assert_eq!(turn_body(r#"{"type":"response.processed","response_id":"r"}"#), Ok(None));
         assert!(turn_body(r#"{"type":"session.update"}"#).unwrap_err().contains("session.update"));
         assert!(turn_body("[1]").is_err());
