@@ -57,7 +57,8 @@ pub fn serve(cfg: Config, opts: ServeOptions) -> Result<(), ServeError> {
     let cfg = Arc::new(cfg);
     let conn = store::open(&cfg.database)?;
     let accounts = Arc::new(Accounts::new(Directory::load(&conn)?));
-    let billing = Arc::new(Billing::load(cfg.clone(), Arc::new(SystemClock), &conn)?);
+    let (billing, ledger_check) = Billing::load_checked(cfg.clone(), Arc::new(SystemClock), &conn)?;
+    let billing = Arc::new(billing);
     let switched_off = store::channels::disabled(&conn)?;
     drop(conn);
 
@@ -187,6 +188,17 @@ pub fn serve(cfg: Config, opts: ServeOptions) -> Result<(), ServeError> {
                 .map_err(|e| e.to_string())
         }),
     ));
+    let (db_path, billing_to_check) = (cfg.database.clone(), billing.clone());
+    server.add_service(background_service(
+        "ledger-check",
+        OnStart::new(move || {
+            std::thread::Builder::new()
+                .name("codex-proxy-ledger-check".into())
+                .spawn(move || check_ledger(&db_path, ledger_check, &billing_to_check))
+                .map(|_| ())
+                .map_err(|e| e.to_string())
+        }),
+    ));
     if let Some(task) = log_task {
         server.add_service(background_service(
             "access-log",
@@ -227,6 +239,17 @@ pub fn serve(cfg: Config, opts: ServeOptions) -> Result<(), ServeError> {
 }
 
 /// Runs a closure once when the server starts (after any daemon fork).
+/// Checks the credit totals loaded at start (snapshot + newer entries)
+/// against a sum of the whole ledger, after the gateway is serving.
+fn check_ledger(db: &std::path::Path, check: crate::billing::LedgerCheck, billing: &crate::billing::Billing) {
+    let started = std::time::Instant::now();
+    match store::open(db).and_then(|conn| check.run(&conn, billing)) {
+        Ok(0) => log::info!("ledger snapshot checked against the ledger in {:?}", started.elapsed()),
+        Ok(n) => log::error!("ledger snapshot was wrong for {n} users; corrected from the ledger"),
+        Err(e) => log::error!("checking the ledger snapshot failed: {e}"),
+    }
+}
+
 struct OnStart<F>(Mutex<Option<F>>);
 
 impl<F> OnStart<F> {

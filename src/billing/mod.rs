@@ -110,28 +110,73 @@ pub struct AccountView {
     pub next_reset_ms: i64,
 }
 
+/// The credit totals a start loaded, to check against the whole ledger.
+pub struct LedgerCheck {
+    loaded: HashMap<i64, store::snapshot::Totals>,
+    through: i64,
+}
+
+impl LedgerCheck {
+    /// Sums the whole ledger up to the position loaded, corrects every user
+    /// whose loaded totals differ (logged: it means the snapshot was wrong),
+    /// and rewrites the snapshot from those sums. Returns how many differed.
+    pub fn run(self, conn: &Connection, billing: &Billing) -> Result<usize, StoreError> {
+        let ledger = store::snapshot::full(conn, self.through)?;
+        let diffs = store::snapshot::differences(&self.loaded, &ledger);
+        for (user, by) in &diffs {
+            log::error!(
+                "ledger snapshot was wrong for user {user}: balance off by {}, spent by {}; corrected from the ledger",
+                by.balance,
+                by.spent
+            );
+            billing.correct(*user, *by);
+        }
+        store::snapshot::rebuild(conn, &ledger, self.through)?;
+        Ok(diffs.len())
+    }
+}
+
 impl Billing {
     /// Loads balances and today's plan usage from the ledger.
     pub fn load(cfg: Arc<Config>, clock: Arc<dyn Clock>, conn: &Connection) -> Result<Billing, StoreError> {
+        Ok(Self::load_checked(cfg, clock, conn)?.0)
+    }
+
+    /// `load`, plus the check to run off the start-up path: the credit
+    /// totals come from the ledger snapshot and the entries after it.
+    pub fn load_checked(
+        cfg: Arc<Config>,
+        clock: Arc<dyn Clock>,
+        conn: &Connection,
+    ) -> Result<(Billing, LedgerCheck), StoreError> {
         let days = Days { utc_offset_secs: cfg.billing.utc_offset_secs };
         let now = clock.now_ms();
         let today = days.day_of(now);
-        let last = store::billing::max_ledger_id(conn)?;
-        let balances = store::billing::balances(conn)?;
+        let (credits, last) = store::snapshot::load(conn)?;
         let plan = store::billing::plan_usage_since(conn, days.start_of_day(now))?;
-        let spent = store::billing::credits_spent(conn)?;
         let mut users: HashMap<i64, Arc<Mutex<UserState>>> = HashMap::new();
-        for id in balances.keys().chain(plan.keys()) {
+        for id in credits.keys().chain(plan.keys()) {
+            let totals = credits.get(id).copied().unwrap_or_default();
             let st = UserState {
-                balance: balances.get(id).copied().unwrap_or(0),
-                spent: spent.get(id).copied().unwrap_or(0),
+                balance: totals.balance,
+                spent: totals.spent,
                 plan_day: today,
                 plan_used: plan.get(id).copied().unwrap_or(0),
                 ..Default::default()
             };
             users.insert(*id, Arc::new(Mutex::new(st)));
         }
-        Ok(Billing { cfg, days, clock, users: RwLock::new(users), last_ledger_id: Mutex::new(last) })
+        let billing = Billing { cfg, days, clock, users: RwLock::new(users), last_ledger_id: Mutex::new(last) };
+        Ok((billing, LedgerCheck { loaded: credits, through: last }))
+    }
+
+    /// Applies a correction found by checking the loaded totals against the
+    /// whole ledger (`store::snapshot`).
+    pub fn correct(&self, user_id: i64, by: store::snapshot::Totals) {
+        let st = self.state(user_id);
+        let mut st = st.lock();
+        st.balance += by.balance;
+        st.spent += by.spent;
     }
 
     pub fn now_ms(&self) -> i64 {
@@ -388,6 +433,22 @@ plans:
         };
         store::billing::insert_ledger(conn, &e).unwrap();
         b.apply_external(conn);
+    }
+
+    #[test]
+    fn a_start_reads_the_snapshot_and_the_check_corrects_a_wrong_one() {
+        let clock = Arc::new(ManualClock::new(T0));
+        let (_dir, b, conn) = billing(clock.clone());
+        topup(&b, &conn, 5_000);
+        assert_eq!(store::snapshot::advance(&conn, 1).unwrap(), 1);
+        topup(&b, &conn, 700);
+        // The snapshot says 5,000 + 3 through entry 1; entry 2 is newer.
+        conn.execute("UPDATE ledger_snapshot SET balance = 5_003 WHERE user_id = 7", []).unwrap();
+        let (b2, check) = Billing::load_checked(cfg(), clock, &conn).unwrap();
+        assert_eq!(b2.view(&user(false)).balance, 5_703, "snapshot + the entry after it");
+        assert_eq!(check.run(&conn, &b2).unwrap(), 1);
+        assert_eq!(b2.view(&user(false)).balance, 5_700, "corrected from the ledger");
+        assert_eq!(store::snapshot::load(&conn).unwrap().0[&7].balance, 5_700, "and the snapshot rebuilt");
     }
 
     #[test]

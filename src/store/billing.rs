@@ -79,15 +79,6 @@ pub fn balances(conn: &Connection) -> Result<HashMap<i64, i64>, StoreError> {
     )
 }
 
-/// Credits charged for usage per user, all time (positive micro-credits).
-pub fn credits_spent(conn: &Connection) -> Result<HashMap<i64, i64>, StoreError> {
-    sums_by_user(
-        conn,
-        "SELECT user_id, -COALESCE(SUM(amount), 0) FROM ledger WHERE account = 'credits' AND kind = 'usage' GROUP BY user_id",
-        [],
-    )
-}
-
 /// Plan usage (positive micro-credits) per user since `since_ms`.
 pub fn plan_usage_since(conn: &Connection, since_ms: i64) -> Result<HashMap<i64, i64>, StoreError> {
     sums_by_user(

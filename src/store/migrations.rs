@@ -233,6 +233,20 @@ const MIGRATIONS: &[&str] = &[
     // Rows from before keep NULL: their charge is the ledger row whose
     // reference is their request id.
     "ALTER TABLE usage ADD COLUMN ledger_id INTEGER;",
+    // 9: credit totals per user up to a ledger id, so that a start reads them
+    // and the entries after, not the whole ledger (see `snapshot`).
+    r#"
+    CREATE TABLE ledger_snapshot (
+        user_id INTEGER PRIMARY KEY,
+        balance INTEGER NOT NULL,
+        spent   INTEGER NOT NULL
+    );
+    CREATE TABLE ledger_snapshot_meta (
+        id         INTEGER PRIMARY KEY CHECK (id = 1),
+        through_id INTEGER NOT NULL,
+        taken_at   INTEGER NOT NULL
+    );
+    "#,
 ];
 
 /// The schema version this binary writes.

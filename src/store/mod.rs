@@ -14,6 +14,7 @@ pub mod orders;
 pub mod pool;
 pub mod secret;
 pub mod sessions;
+pub mod snapshot;
 pub mod usage;
 pub mod writer;
 

@@ -109,6 +109,12 @@ const MAX_BATCH: usize = 4_096;
 /// the documented `flush_interval` bound.
 const GROUP_WINDOW: Duration = Duration::from_millis(10);
 
+/// How often the writer looks at the ledger snapshot, and how many newer
+/// entries make it fold them in: a start then sums at most about that many
+/// entries beyond the snapshot, plus an hour of traffic.
+const SNAPSHOT_EVERY: Duration = Duration::from_secs(60);
+const SNAPSHOT_MIN_NEW: i64 = 10_000;
+
 /// The receiving end, turned into the writer thread by `spawn`.
 pub struct WriterTask {
     rx: mpsc::Receiver<WriteOp>,
@@ -198,6 +204,7 @@ fn run(conn: Connection, mut rx: mpsc::Receiver<WriteOp>, flush_interval: Durati
     on_change(&conn);
     let mut pending: Vec<WriteOp> = Vec::new();
     let mut acks: Vec<std_mpsc::Sender<()>> = Vec::new();
+    let mut last_snapshot = std::time::Instant::now();
     loop {
         // Wait for the first op of a batch (or a tick to poll data_version),
         // then take whatever else is already queued.
@@ -238,6 +245,12 @@ fn run(conn: Connection, mut rx: mpsc::Receiver<WriteOp>, flush_interval: Durati
             }
             Ok(_) => {}
             Err(e) => log::warn!("cannot poll database changes: {e}"),
+        }
+        if last_snapshot.elapsed() >= SNAPSHOT_EVERY {
+            last_snapshot = std::time::Instant::now();
+            if let Err(e) = super::snapshot::advance(&conn, SNAPSHOT_MIN_NEW) {
+                log::warn!("cannot advance the ledger snapshot: {e}");
+            }
         }
         // After the change check: whoever waits on a flush (the admin API after
         // writing on its own connection) then sees its change loaded.
