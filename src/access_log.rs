@@ -4,7 +4,7 @@
 //! completion text ever goes in a line.
 
 use serde::Serialize;
-use std::fs::{File, OpenOptions};
+use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc as std_mpsc;
@@ -207,11 +207,9 @@ impl AccessLogTask {
     }
 }
 
+/// The log names users and their addresses: owner-only, like the database.
 fn open(path: &Path) -> std::io::Result<File> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
-    }
-    OpenOptions::new().create(true).append(true).open(path)
+    crate::store::secret::open_private_append(path)
 }
 
 /// RFC 3339 UTC time with milliseconds.

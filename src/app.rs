@@ -39,6 +39,8 @@ pub struct App {
     pub traffic: crate::traffic::Traffic,
     /// When this configuration was loaded (Unix ms).
     pub loaded_at: i64,
+    /// Counters for `/metrics` (atomics only on the request path).
+    pub metrics: crate::metrics::Metrics,
     inflight: AtomicUsize,
 }
 
@@ -58,6 +60,9 @@ impl App {
         let site = if config.console.enabled { Some(Site::new(&config)?) } else { None };
         let db = Pool::new(config.database.clone());
         let payments = crate::payments::Payments::from_config(&config.payments);
+        let models: Vec<String> = config.models.iter().map(|m| m.id.clone()).collect();
+        let names: Vec<String> = channels.all().iter().map(|c| c.name().to_string()).collect();
+        let metrics = crate::metrics::Metrics::new(&models, &names).map_err(std::io::Error::other)?;
         Ok(App {
             config,
             accounts,
@@ -74,8 +79,29 @@ impl App {
             payments,
             traffic: Default::default(),
             loaded_at: crate::clock::now_ms(),
+            metrics,
             inflight: AtomicUsize::new(0),
         })
+    }
+
+    /// Whether the gateway can serve: the database writer's commits succeed
+    /// and at least one channel may take a request now. Otherwise, why not.
+    pub fn readiness(&self) -> Result<(), Vec<String>> {
+        let mut reasons = Vec::new();
+        if let Some(since) = self.writer.failing_since() {
+            let secs = (crate::clock::now_ms() - since) / 1000;
+            reasons.push(format!("database writes have been failing for {secs}s"));
+        }
+        let now = crate::clock::now_ms();
+        let up = self.channels.all().iter().any(|c| c.usable() && c.state.check(now).is_ok());
+        if !up {
+            reasons.push("no channel is available".to_string());
+        }
+        if reasons.is_empty() {
+            Ok(())
+        } else {
+            Err(reasons)
+        }
     }
 
     /// Requests being served right now (graceful shutdown waits for zero).

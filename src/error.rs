@@ -44,6 +44,8 @@ pub enum GatewayError {
     Unsupported { param: &'static str, code: &'static str, message: String },
     #[error("Request body too large: the limit is {limit} bytes")]
     BodyTooLarge { limit: usize },
+    #[error("Request headers too large: at most {limit} bytes and {max_count} header fields")]
+    HeadersTooLarge { limit: usize, max_count: usize },
     #[error("The model '{0}' does not exist or is not served by this gateway")]
     UnknownModel(String),
     #[error("Unknown endpoint: {0}")]
@@ -77,6 +79,7 @@ impl GatewayError {
             InvalidJson(_) | MissingField(_) | InvalidField { .. } | Unsupported { .. } | RedeemInvalid(_) => 400,
             RedeemConflict(_) => 409,
             BodyTooLarge { .. } => 413,
+            HeadersTooLarge { .. } => 431,
             UnknownModel(_) | RouteNotFound(_) => 404,
             MethodNotAllowed { .. } => 405,
             WebSocketUnsupported => 426,
@@ -106,6 +109,7 @@ impl GatewayError {
             InvalidField { .. } => "invalid_field",
             Unsupported { .. } => "unsupported",
             BodyTooLarge { .. } => "body_too_large",
+            HeadersTooLarge { .. } => "headers_too_large",
             UnknownModel(_) => "unknown_model",
             RouteNotFound(_) => "route_not_found",
             MethodNotAllowed { .. } => "method_not_allowed",
@@ -138,7 +142,7 @@ impl GatewayError {
     pub fn should_not_retry(&self) -> bool {
         // Held credits come free when the requests holding them end.
         !matches!(self, GatewayError::CreditsHeld)
-            && matches!(self.status(), 400 | 401 | 402 | 403 | 404 | 405 | 409 | 413 | 426)
+            && matches!(self.status(), 400 | 401 | 402 | 403 | 404 | 405 | 409 | 413 | 426 | 431)
     }
 
     /// The canonical kind, which picks the error `type` each client API
@@ -153,7 +157,7 @@ impl GatewayError {
                 ErrKind::RateLimit
             }
             InsufficientCredits | CreditsHeld => ErrKind::Quota,
-            BodyTooLarge { .. } => ErrKind::TooLarge,
+            BodyTooLarge { .. } | HeadersTooLarge { .. } => ErrKind::TooLarge,
             UnknownModel(_) | RouteNotFound(_) => ErrKind::NotFound,
             NoChannel { .. } | AllChannelsFailed { .. } => ErrKind::Overloaded,
             Internal(_) => ErrKind::Server,
@@ -184,6 +188,7 @@ impl GatewayError {
             InvalidField { field, .. } => (Some("invalid_value"), Some(field)),
             Unsupported { param, code, .. } => (Some(code), Some(param)),
             BodyTooLarge { .. } => (Some("request_too_large"), None),
+            HeadersTooLarge { .. } => (Some("request_header_fields_too_large"), None),
             UnknownModel(_) => (Some("model_not_found"), Some("model")),
             RouteNotFound(_) => (Some("unknown_url"), None),
             MethodNotAllowed { .. } => (Some("method_not_allowed"), None),

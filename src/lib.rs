@@ -12,6 +12,7 @@
 //! - `store`: SQLite schema, queries and the batched writer;
 //! - `access_log`, `usage`, `sse`: logging, token accounting, SSE framing;
 //! - `server`, `listen`, `shutdown`: process wiring;
+//! - `metrics`: Prometheus counters and their `/metrics` text;
 //! - `clock`: the one source of the current time, and billing days;
 //! - `web`: the website beside `/v1`: public docs and the user console;
 //! - `payments`: orders and the payment providers (Stripe, EPay);
@@ -37,6 +38,7 @@ pub(crate) mod error;
 pub mod fake_upstream;
 pub(crate) mod limits;
 pub(crate) mod listen;
+pub(crate) mod metrics;
 pub mod payments;
 pub(crate) mod proxy;
 pub(crate) mod server;

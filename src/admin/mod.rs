@@ -176,6 +176,11 @@ impl Admin {
 impl ServeHttp for Admin {
     async fn response(&self, s: &mut ServerSession) -> Response<Vec<u8>> {
         let path = s.req_header().uri.path();
+        // For Prometheus: no token, like the health endpoints. The admin
+        // listener is meant to stay private (loopback by default).
+        if path == "/metrics" {
+            return respond(StatusCode::OK, "text/plain; version=0.0.4", self.app.metrics.render(&self.app));
+        }
         if path != "/admin" && !path.starts_with("/admin/") {
             return self.operator(s).await;
         }

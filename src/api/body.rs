@@ -6,6 +6,52 @@ use crate::error::GatewayError;
 use serde::Deserialize;
 use std::ops::Range;
 
+/// How deeply a request body may nest arrays and objects: serde_json's own
+/// limit, which the translators' parse would hit anyway. The skipping parse
+/// (`IgnoredAny`) has no limit, and a body nested 100,000 deep went upstream.
+pub const MAX_DEPTH: usize = 128;
+
+/// Whether `body` nests arrays and objects deeper than `max`, by a scan that
+/// builds nothing. Bodies with fewer brackets than that cannot, and are not
+/// scanned (counting them is a vectorised pass); strings are skipped whole.
+pub fn nested_deeper_than(body: &[u8], max: usize) -> bool {
+    if memchr::memchr2_iter(b'[', b'{', body).nth(max).is_none() {
+        return false;
+    }
+    let mut depth = 0usize;
+    let mut i = 0;
+    while i < body.len() {
+        match body[i] {
+            b'"' => {
+                i += 1;
+                // To the closing quote, past escapes.
+                loop {
+                    // Unterminated (or ending in a backslash): the parse reports it.
+                    let Some(rest) = body.get(i..) else { return false };
+                    match memchr::memchr2(b'"', b'\\', rest) {
+                        Some(j) if body[i + j] == b'\\' => i += j + 2,
+                        Some(j) => {
+                            i += j;
+                            break;
+                        }
+                        None => return false,
+                    }
+                }
+            }
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+        i += 1;
+    }
+    false
+}
+
 /// The fields of an LLM request body the gateway looks at. Everything else is
 /// skipped by serde (`IgnoredAny`), so a 1 MiB body costs one validating scan.
 #[derive(Debug, Default, Deserialize)]
@@ -58,6 +104,10 @@ impl Peek {
         }
         if first != Some(&b'{') {
             return Err(GatewayError::InvalidJson("the request body must be a JSON object".into()));
+        }
+        if nested_deeper_than(body, MAX_DEPTH) {
+            let message = format!("the request body is nested deeper than {MAX_DEPTH} levels");
+            return Err(GatewayError::InvalidJson(message));
         }
         serde_json::from_slice::<Peek>(body).map_err(|e| GatewayError::InvalidJson(e.to_string()))
     }
@@ -284,6 +334,21 @@ fn set_include_usage(src: &[u8]) -> Option<Vec<u8>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn deep_nesting_is_refused_without_a_parse() {
+        let deep = |n: usize| format!(r#"{{"model":"m","messages":{}{}}}"#, "[".repeat(n), "]".repeat(n));
+        assert!(!nested_deeper_than(deep(MAX_DEPTH - 1).as_bytes(), MAX_DEPTH));
+        assert!(nested_deeper_than(deep(MAX_DEPTH).as_bytes(), MAX_DEPTH));
+        let err = Peek::parse(deep(100_000).as_bytes()).unwrap_err();
+        assert!(matches!(err, GatewayError::InvalidJson(ref m) if m.contains("nested deeper")), "{err:?}");
+        // Brackets inside strings (escaped quotes too) do not count.
+        let quoted = format!(r#"{{"a":"{}\"{}","b":[[1]]}}"#, "[".repeat(500), "{".repeat(500));
+        assert!(!nested_deeper_than(quoted.as_bytes(), 3));
+        assert!(nested_deeper_than(quoted.as_bytes(), 2));
+        // Truncated input never reads past the end.
+        assert!(!nested_deeper_than(format!("{}\"\\", "[".repeat(200)).as_bytes(), 300));
+    }
 
     #[test]
     fn peek_reads_routing_fields() {

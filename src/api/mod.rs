@@ -23,6 +23,8 @@ pub enum Endpoint {
     BillingUsage,
     Redeem,
     Health,
+    /// Ready for traffic: the database takes writes and a channel is up.
+    Ready,
 }
 
 /// The two error body shapes clients understand.
@@ -121,6 +123,7 @@ pub fn classify(r: &RouteInput) -> (ErrorShape, Result<Endpoint, GatewayError>) 
         "/v1/dashboard/billing/usage" | "/dashboard/billing/usage" => (Endpoint::BillingUsage, "GET"),
         "/v1/redeem" => (Endpoint::Redeem, "POST"),
         "/healthz" => (Endpoint::Health, "GET"),
+        "/readyz" => (Endpoint::Ready, "GET"),
         _ => return (shape, Err(GatewayError::RouteNotFound(path.to_string()))),
     };
     // Codex CLI first tries a WebSocket upgrade on GET /v1/responses.

@@ -47,6 +47,10 @@ pub struct ServerSection {
     pub max_body_size: Option<Size>,
     /// Seconds a keep-alive client connection may stay idle.
     pub keepalive_timeout: Option<Dur>,
+    /// The request line and headers together, at most (431 beyond).
+    pub max_header_size: Option<Size>,
+    /// Header fields per request, at most (431 beyond).
+    pub max_headers: Option<Num>,
 }
 
 /// A listener: either `"0.0.0.0:8080"` or `{address, tls: {cert, key}}`.

@@ -61,8 +61,14 @@ pub struct Config {
     pub listeners: Vec<Listener>,
     pub threads: usize,
     pub grace_period: Duration,
+    /// Idle time allowed between a client's requests on one connection
+    /// (zero: one request per connection).
     pub keepalive_timeout: Duration,
     pub max_body_bytes: usize,
+    /// Request line plus headers, in bytes, and the header count: beyond
+    /// either the answer is 431 and the connection is closed.
+    pub max_header_bytes: usize,
+    pub max_headers: usize,
     pub data_dir: PathBuf,
     pub database: PathBuf,
     pub flush_interval: Duration,

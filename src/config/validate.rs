@@ -89,6 +89,8 @@ pub fn validate(file: FileConfig, conf_dir: &Path) -> Result<Config, ConfigError
         grace_period: server.grace_period,
         keepalive_timeout: server.keepalive_timeout,
         max_body_bytes: server.max_body_bytes,
+        max_header_bytes: server.max_header_bytes,
+        max_headers: server.max_headers,
         data_dir: storage.data_dir,
         database: storage.database,
         flush_interval: storage.flush_interval,
@@ -111,6 +113,8 @@ struct Server {
     grace_period: Duration,
     keepalive_timeout: Duration,
     max_body_bytes: usize,
+    max_header_bytes: usize,
+    max_headers: usize,
 }
 
 fn server(c: &mut Check, s: &ServerSection, conf_dir: &Path) -> Server {
@@ -142,8 +146,15 @@ fn server(c: &mut Check, s: &ServerSection, conf_dir: &Path) -> Server {
     if max_body_bytes == 0 || max_body_bytes > (1 << 32) {
         c.err("server.max_body_size", "must be between 1 byte and 4GiB");
     }
+    // Pingora itself reads at most 1 MiB of head and 256 headers.
+    let max_header_bytes = s.max_header_size.map(|s| s.0).unwrap_or(64 << 10);
+    if !(1 << 10..=1 << 20).contains(&max_header_bytes) {
+        c.err("server.max_header_size", "must be between 1KiB and 1MiB");
+    }
     Server {
         listeners,
+        max_header_bytes: max_header_bytes as usize,
+        max_headers: c.u64("server.max_headers", s.max_headers, 100, 8, 256) as usize,
         threads: c.u64("server.threads", s.threads, 2, 1, 256) as usize,
         grace_period: s.grace_period.map(|d| d.0).unwrap_or(Duration::from_secs(10)),
         keepalive_timeout: s.keepalive_timeout.map(|d| d.0).unwrap_or(Duration::from_secs(60)),

@@ -13,7 +13,7 @@ use serde_json::Value;
 
 /// Largest non-streaming body buffered for reading usage (the bytes are
 /// forwarded as they come either way).
-const MAX_JSON_BUFFER: usize = 64 << 20;
+pub(crate) const MAX_JSON_BUFFER: usize = 64 << 20;
 
 /// A buffered (non-SSE) JSON response.
 pub struct JsonPassthrough {

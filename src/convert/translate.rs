@@ -134,6 +134,8 @@ pub struct Translating {
     upstream_stream: bool,
     client_stream: bool,
     json: Vec<u8>,
+    /// The non-streaming body outgrew `MAX_JSON_BUFFER` and was dropped.
+    overflow: bool,
     seen: Seen,
 }
 
@@ -152,7 +154,8 @@ impl Translating {
             Pair::ResponsesToChat => Emit::Responses(responses::Emitter::new(&ctx, false)),
             Pair::ResponsesToMessages => Emit::Responses(responses::Emitter::new(&ctx, true)),
         };
-        Translating { ctx, parse, emit, upstream_stream, client_stream, json: Vec::new(), seen: Seen::default() }
+        let json = Vec::new();
+        Translating { ctx, parse, emit, upstream_stream, client_stream, json, overflow: false, seen: Seen::default() }
     }
 
     fn track(&mut self, ev: &Ev) {
@@ -179,6 +182,27 @@ impl Translating {
         }
     }
 
+    /// What the client gets for an upstream answer too large to translate:
+    /// an error in its API's shape, recorded as the stream's error.
+    fn too_large(&mut self) -> Bytes {
+        let limit = super::passthrough::MAX_JSON_BUFFER >> 20;
+        let message = format!("The upstream answer is larger than {limit} MiB; the gateway does not translate it");
+        log::warn!("{message}");
+        self.seen.error = Some(StreamError { message: message.clone(), kind: Some("TooLarge".into()) });
+        if self.client_stream {
+            return self.abort(&message);
+        }
+        let body = match self.emit {
+            Emit::Anthropic(_) => {
+                serde_json::json!({"type": "error", "error": {"type": "api_error", "message": message}})
+            }
+            _ => {
+                serde_json::json!({"error": {"type": "server_error", "message": message, "param": null, "code": null}})
+            }
+        };
+        Bytes::from(body.to_string())
+    }
+
     /// Runs a whole non-streaming upstream body through.
     fn translate_json(&mut self) -> Vec<Ev> {
         let mut events = Vec::new();
@@ -194,7 +218,15 @@ impl Translating {
 impl Relay for Translating {
     fn push(&mut self, chunk: Bytes) -> Bytes {
         if !self.upstream_stream {
-            self.json.extend_from_slice(&chunk);
+            // Bounded like a pass-through body's buffer: past it, the answer
+            // cannot be translated and its bytes are not kept.
+            if self.json.len() + chunk.len() > super::passthrough::MAX_JSON_BUFFER {
+                self.overflow = true;
+                self.json = Vec::new();
+            } else if !self.overflow {
+                self.json.extend_from_slice(&chunk);
+            }
+            self.seen.content |= !chunk.is_empty();
             return Bytes::new();
         }
         let mut events = Vec::new();
@@ -212,6 +244,9 @@ impl Relay for Translating {
     }
 
     fn finish(&mut self) -> Bytes {
+        if self.overflow {
+            return self.too_large();
+        }
         let events = if self.upstream_stream {
             let mut events = Vec::new();
             match &mut self.parse {
@@ -261,4 +296,27 @@ pub fn error(
 ) -> (u16, &'static str, Bytes) {
     let e = errors::classify(status, body);
     errors::render(&e, pair.client(), ctx, stream, retry_after)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::convert::support::{FixedIds, Signer};
+    use std::sync::Arc;
+
+    #[test]
+    fn a_non_streaming_answer_past_the_buffer_limit_is_dropped_not_kept() {
+        let ctx = Ctx::new("m", "up", Arc::new(FixedIds::new(1_700_000_000)), Arc::new(Signer::new([0; 32])));
+        let mut t = Translating::new(Pair::MessagesToChat, ctx, false, false);
+        let chunk = Bytes::from(vec![b' '; 1 << 20]);
+        let limit_chunks = super::super::passthrough::MAX_JSON_BUFFER >> 20;
+        for _ in 0..=limit_chunks {
+            assert!(t.push(chunk.clone()).is_empty());
+        }
+        assert!(t.json.capacity() == 0, "the buffer was released, not kept growing");
+        let body: Value = serde_json::from_slice(&t.finish()).unwrap();
+        assert_eq!(body["type"], "error", "an Anthropic client gets its error shape: {body}");
+        assert!(body["error"]["message"].as_str().unwrap().contains("larger than 64 MiB"));
+        assert!(t.stream_error().is_some());
+    }
 }

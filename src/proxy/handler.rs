@@ -49,6 +49,7 @@ pub async fn handle(app: &Arc<App>, session: &mut Session, ctx: &mut RequestCtx)
         websocket_upgrade: websocket,
     });
     ctx.shape = shape;
+    connection_limits(&app.config, session)?;
     let endpoint = match (endpoint, &app.site) {
         // Not an API endpoint and not under /v1: a page of the website.
         (Err(GatewayError::RouteNotFound(path)), Some(site)) if !super::site::is_api_path(&path) => {
@@ -61,6 +62,15 @@ pub async fn handle(app: &Arc<App>, session: &mut Session, ctx: &mut RequestCtx)
     // Off by config: 426 makes Codex fall back to HTTP at once.
     if endpoint == Endpoint::ResponsesSocket && !app.config.routing.responses_websocket {
         return Err(GatewayError::WebSocketUnsupported);
+    }
+    if endpoint == Endpoint::Ready {
+        let (status, body) = match app.readiness() {
+            Ok(()) => (200, json!({"status": "ready"})),
+            Err(reasons) => (503, json!({"status": "not_ready", "reasons": reasons})),
+        };
+        let body = bytes::Bytes::from(body.to_string());
+        respond::send(session, ctx, status, &[("cache-control", "no-store".into())], body).await;
+        return Ok(Next::Done);
     }
     if endpoint == Endpoint::Health {
         respond::json(session, ctx, &json!({"status": "ok"})).await;
@@ -113,6 +123,25 @@ pub async fn handle(app: &Arc<App>, session: &mut Session, ctx: &mut RequestCtx)
         }
         _ => llm(app, session, ctx, endpoint, &identity).await.map(|()| Next::Done),
     }
+}
+
+/// The head's size and the connection's keep-alive. Pingora reads heads of up
+/// to 1 MiB and 256 headers; the configured caps are tighter, and a head over
+/// them closes the connection (nothing after it can be trusted to be framed).
+fn connection_limits(cfg: &crate::config::Config, session: &mut Session) -> Result<(), GatewayError> {
+    let req = session.req_header();
+    let count = req.headers.len();
+    let bytes = req.raw_path().len() + req.headers.iter().map(|(n, v)| n.as_str().len() + v.len() + 4).sum::<usize>();
+    if count > cfg.max_headers || bytes > cfg.max_header_bytes {
+        session.set_keepalive(None);
+        return Err(GatewayError::HeadersTooLarge { limit: cfg.max_header_bytes, max_count: cfg.max_headers });
+    }
+    // Pingora keeps an HTTP/1.1 connection open without a limit unless told.
+    if session.get_keepalive().is_some() {
+        let secs = cfg.keepalive_timeout.as_secs();
+        session.set_keepalive((secs > 0).then_some(secs));
+    }
+    Ok(())
 }
 
 /// Reads the whole request body, refusing more than `limit` bytes.

@@ -25,7 +25,37 @@ fn endpoint_name(ctx: &RequestCtx) -> &'static str {
         Some(Redeem) => "redeem",
         Some(ResponsesSocket) => "responses_websocket",
         Some(Health) => "health",
+        Some(Ready) => "ready",
         None => "unknown",
+    }
+}
+
+/// The request in `/metrics`.
+fn count(app: &App, ctx: &RequestCtx, cost: i64, total_ms: u64) {
+    let m = &app.metrics;
+    m.observe(&crate::metrics::Observed {
+        endpoint: endpoint_name(ctx),
+        model: ctx.model.as_deref(),
+        channel: ctx.channel.as_deref(),
+        status: ctx.status,
+        total_secs: total_ms as f64 / 1000.0,
+        ttfb_secs: ctx.ttfb.map(|d| d.as_secs_f64()),
+    });
+    if let Some(u) = &ctx.usage {
+        m.bill(
+            [u.input, u.cache_read, u.cache_write, u.output, u.reasoning],
+            if ctx.billed_to.is_some() { cost } else { 0 },
+        );
+    }
+    if let Some(Failure::Refused(kind)) = ctx.failure {
+        if let Some(limit) = crate::metrics::refusal_limit(kind) {
+            m.refused(limit);
+        }
+    }
+    // Every attempt but a delivering last one was given up for another.
+    let given_up = ctx.attempts.iter().filter(|a| a.error.is_some() || ctx.channel.as_deref() != Some(&a.channel));
+    for a in given_up {
+        m.failover(crate::metrics::failover_reason(a.status, a.error.as_deref().unwrap_or("")));
     }
 }
 
@@ -45,6 +75,7 @@ pub async fn settle(app: &App, session: &Session, ctx: &mut RequestCtx) {
     });
     // A usage record exists for every request that reached an upstream.
     let forwarded = ctx.channel.is_some() || !ctx.attempts.is_empty();
+    count(app, ctx, cost, total_ms);
     let tokens = ctx.usage.map(|u| Tokens {
         input: u.input,
         cached: u.cache_read,

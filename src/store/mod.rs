@@ -46,6 +46,23 @@ pub enum StoreError {
     Task(String),
 }
 
+impl StoreError {
+    /// Whether retrying the same write later may succeed: the database is
+    /// busy, full, read-only for now or failing I/O, as opposed to refusing
+    /// this write (a constraint, a type) every time.
+    pub fn is_transient(&self) -> bool {
+        use rusqlite::ErrorCode::*;
+        match self {
+            StoreError::Sql { source: rusqlite::Error::SqliteFailure(f, _), .. } => matches!(
+                f.code,
+                DatabaseBusy | DatabaseLocked | DiskFull | SystemIoFailure | ReadOnly | CannotOpen | OutOfMemory
+            ),
+            StoreError::Sql { .. } => false,
+            _ => true,
+        }
+    }
+}
+
 /// Attaches a context string to rusqlite errors: `.ctx("inserting user")?`.
 pub trait SqlContext<T> {
     fn ctx(self, context: &'static str) -> Result<T, StoreError>;
@@ -59,9 +76,8 @@ impl<T> SqlContext<T> for Result<T, rusqlite::Error> {
 
 /// Opens (creating when missing) the database and brings its schema up to date.
 pub fn open(path: &Path) -> Result<Connection, StoreError> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir { path: dir.to_path_buf(), source })?;
-    }
+    secret::touch_private(path)
+        .map_err(|source| StoreError::CreateDir { path: path.parent().unwrap_or(path).to_path_buf(), source })?;
     let conn = Connection::open(path).map_err(|source| StoreError::Open { path: path.to_path_buf(), source })?;
     let setup = || -> rusqlite::Result<()> {
         // A CLI write and the gateway's batch writer may meet; wait instead of failing.

@@ -4,14 +4,45 @@
 //! stays valid across restarts.
 
 use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::path::Path;
+
+/// Creates `dir` and its missing parents accessible by the owner only
+/// (0700): the data directory holds emails, password and key hashes and
+/// balances. An existing directory keeps its mode (the operator chose it).
+pub fn create_private_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::DirBuilder::new().recursive(true).mode(0o700).create(dir)
+}
+
+/// Creates the parent directory of `path` the same way.
+pub fn create_parent(path: &Path) -> std::io::Result<()> {
+    match path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        Some(dir) => create_private_dir(dir),
+        None => Ok(()),
+    }
+}
+
+/// Opens `path` for appending, creating it readable by its owner only (0600).
+pub fn open_private_append(path: &Path) -> std::io::Result<std::fs::File> {
+    create_parent(path)?;
+    std::fs::OpenOptions::new().create(true).append(true).mode(0o600).open(path)
+}
+
+/// Creates `path` empty with mode 0600 unless it exists, so that what opens
+/// it next (SQLite, which gives its -wal and -shm files the same mode) does
+/// not create it world-readable.
+pub fn touch_private(path: &Path) -> std::io::Result<()> {
+    create_parent(path)?;
+    match std::fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => Ok(()),
+        Err(e) => Err(e),
+    }
+}
 
 /// Writes `contents` to a new or truncated file readable by its owner only.
 pub fn write_private(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)?;
-    }
+    create_parent(path)?;
     let mut f = std::fs::OpenOptions::new().create(true).write(true).truncate(true).mode(0o600).open(path)?;
     f.write_all(contents)
 }

@@ -15,7 +15,9 @@
 use super::charges::Charges;
 use super::{data_version, SqlContext, StoreError};
 use rusqlite::{params, Connection};
+use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::mpsc as std_mpsc;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -93,6 +95,8 @@ pub enum WriteOp {
 #[derive(Clone)]
 pub struct Writer {
     tx: mpsc::Sender<WriteOp>,
+    /// When the writer's commits started failing (0: they succeed).
+    failing_since: Arc<AtomicI64>,
 }
 
 /// Called with the writer's connection when another process changed the file.
@@ -118,6 +122,7 @@ const SNAPSHOT_MIN_NEW: i64 = 10_000;
 /// The receiving end, turned into the writer thread by `spawn`.
 pub struct WriterTask {
     rx: mpsc::Receiver<WriteOp>,
+    failing_since: Arc<AtomicI64>,
 }
 
 impl WriterTask {
@@ -129,10 +134,10 @@ impl WriterTask {
         flush_interval: Duration,
         on_change: OnExternalChange,
     ) -> std::io::Result<std::thread::JoinHandle<()>> {
-        let rx = self.rx;
+        let (rx, failing_since) = (self.rx, self.failing_since);
         std::thread::Builder::new()
             .name("codex-proxy-db-writer".into())
-            .spawn(move || run(conn, rx, flush_interval, on_change))
+            .spawn(move || run(conn, rx, flush_interval, on_change, failing_since))
     }
 }
 
@@ -141,7 +146,18 @@ impl Writer {
     /// task runs wait in the queue.
     pub fn channel() -> (Writer, WriterTask) {
         let (tx, rx) = mpsc::channel(QUEUE);
-        (Writer { tx }, WriterTask { rx })
+        let failing_since = Arc::new(AtomicI64::new(0));
+        (Writer { tx, failing_since: failing_since.clone() }, WriterTask { rx, failing_since })
+    }
+
+    /// Since when (ms) commits have been failing, if they are.
+    pub fn failing_since(&self) -> Option<i64> {
+        Some(self.failing_since.load(Ordering::Relaxed)).filter(|&t| t != 0)
+    }
+
+    /// Ops queued and not yet taken by the writer thread.
+    pub fn queue_depth(&self) -> usize {
+        self.tx.max_capacity() - self.tx.capacity()
     }
 
     /// Channel + thread in one step (CLI, tests).
@@ -190,7 +206,14 @@ impl Writer {
     }
 }
 
-fn run(conn: Connection, mut rx: mpsc::Receiver<WriteOp>, flush_interval: Duration, mut on_change: OnExternalChange) {
+fn run(
+    conn: Connection,
+    mut rx: mpsc::Receiver<WriteOp>,
+    flush_interval: Duration,
+    mut on_change: OnExternalChange,
+    failing_since: Arc<AtomicI64>,
+) {
+    let dead_letters = conn.path().map(|p| std::path::Path::new(p).with_extension("dead-letters.jsonl"));
     let rt = match tokio::runtime::Builder::new_current_thread().enable_time().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -228,13 +251,22 @@ fn run(conn: Connection, mut rx: mpsc::Receiver<WriteOp>, flush_interval: Durati
         }
         if !pending.is_empty() {
             match commit(&conn, &pending) {
-                Ok(()) => pending.clear(),
-                Err(e) => {
+                Ok(()) => {
+                    pending.clear();
+                    failing_since.store(0, Ordering::Relaxed);
+                }
+                Err(e) if e.is_transient() => {
+                    let _ =
+                        failing_since.compare_exchange(0, crate::clock::now_ms(), Ordering::Relaxed, Ordering::Relaxed);
                     // Keep the batch and retry: the queue applies backpressure
                     // meanwhile, so nothing is dropped.
                     log::error!("database batch commit failed ({} ops kept for retry): {e}", pending.len());
                     std::thread::sleep(Duration::from_millis(200));
                     continue;
+                }
+                Err(e) => {
+                    log::error!("database batch commit failed ({e}); committing its {} ops one by one", pending.len());
+                    isolate(&conn, std::mem::take(&mut pending), &dead_letters);
                 }
             }
         }
@@ -259,6 +291,25 @@ fn run(conn: Connection, mut rx: mpsc::Receiver<WriteOp>, flush_interval: Durati
         }
         if closed {
             return;
+        }
+    }
+}
+
+/// After a batch failed for a reason retrying will not fix (a constraint, a
+/// type): each op is committed alone, so that one bad op costs only itself.
+/// An op that fails alone is logged and appended to the dead-letter file next
+/// to the database (one JSON line each), and the writer goes on.
+fn isolate(conn: &Connection, ops: Vec<WriteOp>, dead_letters: &Option<std::path::PathBuf>) {
+    for op in ops {
+        let one = std::slice::from_ref(&op);
+        let Err(e) = commit(conn, one) else { continue };
+        log::error!("database op dropped after it failed alone ({e}): {op:?}");
+        let Some(path) = dead_letters else { continue };
+        let line = serde_json::json!({"at": crate::clock::now_ms(), "error": e.to_string(), "op": format!("{op:?}")});
+        let written = super::secret::open_private_append(path)
+            .and_then(|mut f| std::io::Write::write_all(&mut f, format!("{line}\n").as_bytes()));
+        if let Err(io) = written {
+            log::error!("cannot write the dead-letter file {}: {io}", path.display());
         }
     }
 }
@@ -467,6 +518,38 @@ mod tests {
         let costs: i64 = conn.query_row("SELECT SUM(cost) FROM usage", [], |r| r.get(0)).unwrap();
         let ledger: i64 = conn.query_row("SELECT -SUM(amount) FROM ledger", [], |r| r.get(0)).unwrap();
         assert_eq!((costs, ledger), ((100..110).sum::<i64>() + 7, (100..110).sum::<i64>() + 7));
+    }
+
+    #[test]
+    fn a_poison_op_is_set_aside_and_the_rest_is_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("codex-proxy.db");
+        let conn = super::super::open(&path).unwrap();
+        conn.execute("INSERT INTO users(id, email, created_at) VALUES (1, 'a@x.io', 0)", []).unwrap();
+        let w = Writer::start(conn, Duration::from_millis(20), Box::new(|_| {})).unwrap();
+        w.send_blocking(charge("good-1", 1, 10, 1_000));
+        // User 999 does not exist: the foreign key refuses this op every time.
+        w.send_blocking(charge("poison", 999, 20, 1_000));
+        w.send_blocking(charge("good-2", 1, 30, 1_000));
+        assert!(w.flush_blocking(Duration::from_secs(5)));
+        // Later ops are not stuck behind it.
+        w.send_blocking(charge("good-3", 1, 40, 2_000));
+        assert!(w.flush_blocking(Duration::from_secs(5)));
+        let reader = super::super::open(&path).unwrap();
+        let ids: Vec<String> = reader
+            .prepare("SELECT request_id FROM usage ORDER BY request_id")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(ids, ["good-1", "good-2", "good-3"]);
+        let balance: i64 = reader.query_row("SELECT SUM(amount) FROM ledger", [], |r| r.get(0)).unwrap();
+        assert_eq!(balance, -80);
+        let dead = std::fs::read_to_string(dir.path().join("codex-proxy.dead-letters.jsonl")).unwrap();
+        assert_eq!(dead.lines().count(), 1, "{dead}");
+        assert!(dead.contains("poison") && dead.contains("FOREIGN KEY"), "{dead}");
+        assert!(w.failing_since().is_none(), "a poison op is not a failing database");
     }
 
     #[test]

@@ -295,6 +295,12 @@ pub async fn post(gw: &Gateway, path: &str, key: &str, body: &Value) -> (u16, re
     (status, headers, r.text().await.expect("body"))
 }
 
+/// A small chat request for gpt-4o-mini; returns its status.
+pub async fn say_hi(gw: &Gateway, key: &str) -> u16 {
+    let body = serde_json::json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]});
+    post(gw, "/v1/chat/completions", key, &body).await.0
+}
+
 pub async fn get(gw: &Gateway, path: &str, key: &str) -> (u16, reqwest::header::HeaderMap, String) {
     let r = client().get(gw.url(path)).bearer_auth(key).send().await.expect("request");
     let status = r.status().as_u16();
