@@ -39,6 +39,17 @@ def wait_port(port, proc, seconds=120):
     sys.exit(f"nothing listens on {port} after {seconds}s")
 
 
+def wait_text(path, text, proc, seconds=600):
+    deadline = time.time() + seconds
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            sys.exit(f"the process exited with {proc.returncode}")
+        if text in open(path, errors="replace").read():
+            return
+        time.sleep(0.5)
+    sys.exit(f"{text!r} did not appear on stderr within {seconds}s")
+
+
 def send(conn, path, body, headers, n):
     for _ in range(n):
         conn.request("POST", path, body=body, headers=headers)
@@ -58,17 +69,22 @@ def main():
     ap.add_argument("--requests", type=int, default=2000)
     ap.add_argument("--settle", type=float, default=1.0, help="seconds of background work counted after the last answer")
     ap.add_argument("--keep", help="also keep the callgrind output here (for callgrind_annotate)")
+    ap.add_argument("--wait-stderr", help="before counting, wait until the process writes this on stderr "
+                    "(its start-up work in the background is done)")
     ap.add_argument("cmd", nargs=argparse.REMAINDER)
     a = ap.parse_args()
     cmd = a.cmd[1:] if a.cmd[:1] == ["--"] else a.cmd
     out = tempfile.mktemp(prefix="callgrind.", suffix=".out")
+    err = tempfile.NamedTemporaryFile(prefix="instructions-stderr.", delete=False)
     proc = subprocess.Popen(
         ["valgrind", "--tool=callgrind", "--instr-atstart=no", f"--callgrind-out-file={out}", *cmd],
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
+        stderr=err,
     )
     try:
         wait_port(a.port, proc)
+        if a.wait_stderr:
+            wait_text(err.name, a.wait_stderr, proc)
         body = open(a.body, "rb").read()
         headers = {"content-type": "application/json"}
         if a.key:
@@ -87,6 +103,7 @@ def main():
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+    os.unlink(err.name)
     text = open(out).read()
     if a.keep:
         os.replace(out, a.keep)
