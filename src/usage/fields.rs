@@ -24,7 +24,35 @@ impl<'a> UsageFields<'a> {
     /// The `usage` member of a JSON object body. None when the body is not one
     /// JSON object or its `usage` is missing or null.
     pub fn from_body(body: &'a [u8]) -> Option<UsageFields<'a>> {
-        ChatChunk::from_body(body)?.usage
+        if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+            return None;
+        }
+        match Self::by_key(body) {
+            Some(found) => found,
+            None => ChatChunk::from_body(body)?.usage,
+        }
+    }
+
+    /// The value after the last `"usage":` key, parsed alone: every API puts
+    /// a whole answer's usage after its content, so the content (most of the
+    /// body) is not parsed. An unescaped `"usage"` can only be a key or a
+    /// string value; anything unexpected (an escaped match, a string value, a
+    /// value that is not an object) returns None and the caller parses the
+    /// whole body.
+    fn by_key(body: &'a [u8]) -> Option<Option<UsageFields<'a>>> {
+        let at = memchr::memmem::rfind(body, b"\"usage\"")?;
+        let backslashes = body[..at].iter().rev().take_while(|&&b| b == b'\\').count();
+        if backslashes % 2 == 1 {
+            return None;
+        }
+        let rest = body[at + 7..].trim_ascii_start().strip_prefix(b":")?.trim_ascii_start();
+        // A usage is an object (or null); `"usage"` before anything else is
+        // some other key, or a key of another object.
+        if !rest.starts_with(b"{") && !rest.starts_with(b"null") {
+            return None;
+        }
+        let mut de = serde_json::Deserializer::from_slice(rest);
+        Option::<UsageFields>::deserialize(&mut de).ok()
     }
 }
 
@@ -282,11 +310,23 @@ mod tests {
             r#"{"usage":{}}"#,
             r#"{"object":"list","data":[]}"#,
             r#"[{"usage":{"prompt_tokens":1}}]"#,
-            r#"{"usage":{"prompt_tokens":1}} trailing"#,
-            r#"{"usage":{"prompt_tokens":1}"#,
+            r#"{"text":"a \"usage\": {\"prompt_tokens\": 5}","usage":{"prompt_tokens":2}}"#,
+            r#"{"usage":{"prompt_tokens":2},"text":"a \"usage\": {\"prompt_tokens\": 5}"}"#,
+            r#"{"usage":{"prompt_tokens":2},"metadata":{"usage":"label"}}"#,
+            r#"{"usage":{"prompt_tokens":2},"type":"usage"}"#,
             "",
         ] {
             same(body);
+        }
+    }
+
+    #[test]
+    fn a_body_cut_or_padded_after_its_usage_still_bills_it() {
+        // The reader parses the usage value alone, not the rest of the body:
+        // the client got these bytes, and the usage the upstream reported.
+        for body in [r#"{"usage":{"prompt_tokens":1}} trailing"#, r#"{"choices":[],"usage":{"prompt_tokens":1}"#] {
+            let u = UsageFields::from_body(body.as_bytes()).expect(body);
+            assert_eq!(Usage::from_openai_chat(&u).map(|u| u.input), Some(1), "{body}");
         }
     }
 }
