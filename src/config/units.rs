@@ -190,16 +190,20 @@ impl fmt::Display for Credits {
 
 /// Formats micro-credits as a decimal amount: `1500000` → `1.5`, `-25` → `-0.000025`.
 pub fn format_credits(micros: i64) -> String {
-    let sign = if micros < 0 { "-" } else { "" };
+    use std::fmt::Write;
     let abs = micros.unsigned_abs();
-    let int = abs / MICROS_PER_CREDIT as u64;
-    let frac = abs % MICROS_PER_CREDIT as u64;
-    if frac == 0 {
-        format!("{sign}{int}")
-    } else {
-        let f = format!("{frac:06}");
-        format!("{sign}{int}.{}", f.trim_end_matches('0'))
+    let (int, frac) = (abs / MICROS_PER_CREDIT as u64, abs % MICROS_PER_CREDIT as u64);
+    // One string, no intermediate ones: every access-log line formats a cost.
+    let mut s = String::with_capacity(24);
+    if micros < 0 {
+        s.push('-');
     }
+    let _ = write!(s, "{int}");
+    if frac != 0 {
+        let _ = write!(s, ".{frac:06}");
+        s.truncate(s.trim_end_matches('0').len());
+    }
+    s
 }
 
 /// Digits after the decimal point in a currency's minor unit, as Stripe counts

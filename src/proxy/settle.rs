@@ -150,5 +150,5 @@ pub async fn settle(app: &App, session: &Session, ctx: &mut RequestCtx) {
         attempts: std::mem::take(&mut ctx.attempts),
         translation: ctx.translation,
     };
-    app.access_log.write(&line).await;
+    app.access_log.write(line).await;
 }
