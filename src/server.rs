@@ -214,6 +214,9 @@ pub fn serve(cfg: Config, opts: ServeOptions) -> Result<(), ServeError> {
         server.add_service(background_service("health-check", hc));
     }
     server.add_service(background_service("log-reopen", LogReopener(app.clone())));
+    if let Some(keep) = cfg.usage_retention {
+        server.add_service(background_service("usage-pruner", UsagePruner(app.clone(), keep)));
+    }
     if app.payments.is_some() {
         server.add_service(background_service("order-expiry", OrderExpiry(app.clone())));
     }
@@ -288,6 +291,27 @@ impl BackgroundService for OrderExpiry {
                     Ok(n) => log::info!("{n} unpaid order(s) expired"),
                     Err(e) => log::error!("expiring orders failed: {e}"),
                 },
+                _ = shutdown.changed() => return,
+            }
+        }
+    }
+}
+
+/// Asks the writer, every hour (the first time a minute after start), to
+/// delete usage rows older than `storage.usage_retention`.
+struct UsagePruner(Arc<App>, Duration);
+
+#[async_trait]
+impl BackgroundService for UsagePruner {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let start = tokio::time::Instant::now() + Duration::from_secs(60);
+        let mut tick = tokio::time::interval_at(start, Duration::from_secs(3600));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {
+                    let before = crate::clock::now_ms() - self.1.as_millis() as i64;
+                    self.0.writer.send(store::writer::WriteOp::PruneUsage(before)).await;
+                }
                 _ = shutdown.changed() => return,
             }
         }

@@ -108,10 +108,9 @@ async fn an_idle_keep_alive_connection_is_closed_after_keepalive_timeout() {
 #[tokio::test]
 async fn the_data_directory_and_its_files_are_private() {
     let fake = fake();
-    // The gateway creates the data directory itself.
-    let gw = Gateway::start(&conf(&fake));
-    let data = gw.data_dir();
-    let key = gw.create_key("p@x.io");
+    // The CLI creating the key creates the data directory, like the gateway.
+    let (gw, keys) = Gateway::start_with_keys(&conf(&fake), &["p@x.io"]);
+    let (data, key) = (gw.data_dir(), keys[0].clone());
     assert_eq!(say_hi(&gw, &key).await, 200);
     gw.wait_count("SELECT count(*) FROM usage", 1);
     let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
@@ -220,4 +219,31 @@ fn the_systemd_unit_verifies() {
     // only complaints about this file count.
     let about_unit: Vec<&str> = err.lines().filter(|l| l.contains("codex-proxy.service")).collect();
     assert!(about_unit.is_empty(), "{err}");
+}
+
+#[test]
+fn usage_retention_is_validated_and_db_vacuum_turns_on_incremental_vacuum() {
+    let fake = fake();
+    let dir = tempfile::tempdir().unwrap();
+    let bad = write_conf(
+        dir.path(),
+        &conf(&fake).replace("  flush_interval: 20ms", "  flush_interval: 20ms\n  usage_retention: 2h"),
+    );
+    let out = cli(&bad, &["check"]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("storage.usage_retention: must be at least 1d"), "{err}");
+
+    let good = write_conf(
+        dir.path(),
+        &conf(&fake).replace("  flush_interval: 20ms", "  flush_interval: 20ms\n  usage_retention: 90d"),
+    );
+    assert!(cli(&good, &["check"]).status.success());
+    create_key(&good, "v@x.io");
+    let out = cli(&good, &["db", "vacuum"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("auto_vacuum is incremental"));
+    let db = rusqlite::Connection::open(dir.path().join("data/codex-proxy.db")).unwrap();
+    let mode: i64 = db.query_row("PRAGMA auto_vacuum", [], |r| r.get(0)).unwrap();
+    assert_eq!(mode, 2, "incremental");
 }

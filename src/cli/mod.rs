@@ -96,6 +96,20 @@ pub enum Command {
         #[arg(long, default_value_t = 50)]
         limit: i64,
     },
+    /// Database maintenance.
+    Db {
+        #[command(subcommand)]
+        command: DbCommand,
+    },
+}
+
+#[derive(Subcommand, Debug)]
+pub enum DbCommand {
+    /// Rewrites the database file without its free pages and turns on
+    /// incremental auto-vacuum, so that pages freed by later usage pruning
+    /// go back to the file system. Takes the write lock while it runs: the
+    /// gateway's writes wait (and are retried), so run it at a quiet hour.
+    Vacuum,
 }
 
 fn load(path: &std::path::Path) -> Result<Config, String> {
@@ -141,6 +155,7 @@ pub fn main() -> ExitCode {
         Command::Channels { command } => load(&cli.config).and_then(|cfg| channels::channels(&cfg, command)),
         Command::Orders { command } => load(&cli.config).and_then(|cfg| orders::orders(&cfg, command)),
         Command::Audit { limit } => load(&cli.config).and_then(|cfg| accounts::audit(&cfg, limit)),
+        Command::Db { command: DbCommand::Vacuum } => load(&cli.config).and_then(|cfg| vacuum(&cfg)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -149,6 +164,18 @@ pub fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+fn vacuum(cfg: &Config) -> Result<(), String> {
+    let conn = crate::store::open(&cfg.database).map_err(|e| e.to_string())?;
+    let size = |c: &rusqlite::Connection| -> rusqlite::Result<i64> {
+        c.query_row("SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()", [], |r| r.get(0))
+    };
+    let before = size(&conn).map_err(|e| e.to_string())?;
+    conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL; VACUUM;").map_err(|e| format!("vacuum failed: {e}"))?;
+    let after = size(&conn).map_err(|e| e.to_string())?;
+    println!("{}: {} -> {} bytes; auto_vacuum is incremental", cfg.database.display(), before, after);
+    Ok(())
 }
 
 fn fake_upstream(

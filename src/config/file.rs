@@ -83,6 +83,9 @@ pub struct StorageSection {
     pub database: Option<String>,
     /// Longest time a usage record waits in memory before its batch commits.
     pub flush_interval: Option<Dur>,
+    /// Per-request usage rows older than this are deleted (their totals stay
+    /// in the rollups); `off` or absent keeps them.
+    pub usage_retention: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -72,6 +72,8 @@ pub struct Config {
     pub data_dir: PathBuf,
     pub database: PathBuf,
     pub flush_interval: Duration,
+    /// How long per-request usage rows are kept (`None`: forever).
+    pub usage_retention: Option<Duration>,
     pub access_log: Option<PathBuf>,
     pub admin: AdminConfig,
     pub demo: DemoMode,

@@ -94,6 +94,7 @@ pub fn validate(file: FileConfig, conf_dir: &Path) -> Result<Config, ConfigError
         data_dir: storage.data_dir,
         database: storage.database,
         flush_interval: storage.flush_interval,
+        usage_retention: storage.usage_retention,
         access_log: storage.access_log,
         admin,
         demo,
@@ -166,6 +167,7 @@ struct Storage {
     data_dir: PathBuf,
     database: PathBuf,
     flush_interval: Duration,
+    usage_retention: Option<Duration>,
     access_log: Option<PathBuf>,
 }
 
@@ -184,7 +186,21 @@ fn storage(c: &mut Check, file: &FileConfig) -> Storage {
         Some(p) => Some(resolve(&data_dir, p)),
         None => Some(data_dir.join("access.log")),
     };
-    Storage { data_dir, database, flush_interval, access_log }
+    let usage_retention = match file.storage.usage_retention.as_deref().map(str::trim) {
+        None | Some("off") | Some("") => None,
+        Some(s) => match humantime::parse_duration(s) {
+            Ok(d) if d >= Duration::from_secs(86_400) => Some(d),
+            Ok(_) => {
+                c.err("storage.usage_retention", "must be at least 1d (or off)");
+                None
+            }
+            Err(e) => {
+                c.err("storage.usage_retention", format!("not a duration like 90d: {e}"));
+                None
+            }
+        },
+    };
+    Storage { data_dir, database, flush_interval, usage_retention, access_log }
 }
 
 fn admin(c: &mut Check, a: &AdminSection) -> AdminConfig {

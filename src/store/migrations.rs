@@ -247,6 +247,9 @@ const MIGRATIONS: &[&str] = &[
         taken_at   INTEGER NOT NULL
     );
     "#,
+    // 10: usage rows older than `storage.usage_retention` are deleted (their
+    // totals stay in usage_rollup); reports over that time read the rollups.
+    "CREATE TABLE usage_pruned (id INTEGER PRIMARY KEY CHECK (id = 1), before INTEGER NOT NULL);",
 ];
 
 /// The schema version this binary writes.

@@ -131,8 +131,51 @@ pub fn report(
     group: GroupBy,
     utc_offset_secs: i32,
 ) -> Result<Vec<UsageLine>, StoreError> {
-    let src = if filter.on_buckets() { Source::Rollup } else { Source::Rows };
-    report_from(conn, src, filter, group, utc_offset_secs)
+    // Requests before the retention horizon are gone: their totals are in the
+    // rollups only (bounds between buckets then count whole buckets).
+    let horizon = pruned_before(conn)?;
+    let reaches_pruned = horizon > 0 && filter.since_ms.is_none_or(|s| s < horizon);
+    if filter.on_buckets() {
+        return report_from(conn, Source::Rollup, filter, group, utc_offset_secs);
+    }
+    if !reaches_pruned {
+        return report_from(conn, Source::Rows, filter, group, utc_offset_secs);
+    }
+    let whole = UsageFilter {
+        since_ms: filter.since_ms.map(|t| t - t.rem_euclid(BUCKET_MS)),
+        until_ms: filter.until_ms.map(|t| t + (BUCKET_MS - t.rem_euclid(BUCKET_MS)) % BUCKET_MS),
+        ..filter.clone()
+    };
+    report_from(conn, Source::Rollup, &whole, group, utc_offset_secs)
+}
+
+/// The time before which usage rows were deleted (0: none were).
+pub fn pruned_before(conn: &Connection) -> Result<i64, StoreError> {
+    conn.query_row("SELECT COALESCE(MAX(before), 0) FROM usage_pruned", [], |r| r.get(0))
+        .ctx("reading the usage retention horizon")
+}
+
+/// Deletes up to `limit` usage rows created before `before_ms` (rounded
+/// down to a rollup bucket, so a bucket is either whole in the rows or only
+/// in the rollups), in one transaction; returns how many went. Their totals
+/// were added to `usage_rollup` when they were written, and stay there.
+pub fn prune(conn: &Connection, before_ms: i64, limit: usize) -> Result<usize, StoreError> {
+    let before = before_ms - before_ms.rem_euclid(BUCKET_MS);
+    let tx = conn.unchecked_transaction().ctx("pruning usage")?;
+    let n = tx
+        .execute(
+            "DELETE FROM usage WHERE id IN (SELECT id FROM usage WHERE created_at < ?1 ORDER BY created_at LIMIT ?2)",
+            params![before, limit as i64],
+        )
+        .ctx("pruning usage")?;
+    tx.execute(
+        "INSERT INTO usage_pruned(id, before) VALUES (1, ?1)
+         ON CONFLICT(id) DO UPDATE SET before = MAX(before, excluded.before)",
+        [before],
+    )
+    .ctx("pruning usage")?;
+    tx.commit().ctx("pruning usage")?;
+    Ok(n)
 }
 
 fn report_from(
@@ -386,6 +429,49 @@ mod tests {
         let mut r = Rollup::default();
         r.add(&record);
         r.write(conn).unwrap();
+    }
+
+    #[test]
+    fn totals_before_and_after_a_prune_are_equal() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = super::super::open(&dir.path().join("db")).unwrap();
+        const DAY: i64 = 86_400_000;
+        // Ten days of requests, some at odd minutes, two users, two models.
+        for i in 0..40 {
+            let at = i * DAY / 4 + (i % 7) * 61_000;
+            insert(&conn, &format!("r{i}"), at, 1 + i % 2, if i % 3 == 0 { "m1" } else { "m2" }, 10 + i);
+        }
+        let reports = |conn: &Connection| {
+            let all = UsageFilter::default();
+            let one = UsageFilter { user_id: Some(2), ..Default::default() };
+            // An arbitrary start: before the prune it reads the rows.
+            let odd = UsageFilter { since_ms: Some(DAY + 1), ..Default::default() };
+            [
+                report(conn, &all, GroupBy::Day, 0).unwrap(),
+                report(conn, &all, GroupBy::Model, 0).unwrap(),
+                report(conn, &one, GroupBy::User, 3600).unwrap(),
+                report(conn, &odd, GroupBy::Model, 0).unwrap(),
+            ]
+        };
+        let before = reports(&conn);
+        // Prune the first five days, a few rows at a time.
+        let horizon = 5 * DAY + 123;
+        let mut pruned = 0;
+        loop {
+            let n = prune(&conn, horizon, 3).unwrap();
+            pruned += n;
+            if n < 3 {
+                break;
+            }
+        }
+        assert_eq!(pruned, 20);
+        let left: i64 = conn.query_row("SELECT count(*) FROM usage", [], |r| r.get(0)).unwrap();
+        assert_eq!(left, 20);
+        assert_eq!(pruned_before(&conn).unwrap(), 5 * DAY);
+        assert_eq!(reports(&conn), before, "reports read the rollups for the pruned days");
+        // A report wholly after the horizon still reads the rows.
+        let after = UsageFilter { since_ms: Some(6 * DAY + 1), ..Default::default() };
+        assert_eq!(report(&conn, &after, GroupBy::Model, 0).unwrap().iter().map(|l| l.requests).sum::<i64>(), 16);
     }
 
     #[test]

@@ -89,6 +89,9 @@ pub enum WriteOp {
     /// Commits everything queued before it, checks for external changes (so an
     /// admin change written on another connection is loaded), then acknowledges.
     Flush(std_mpsc::Sender<()>),
+    /// Deletes usage rows created before this time (ms), a small batch
+    /// between other batches until none is left (`storage.usage_retention`).
+    PruneUsage(i64),
 }
 
 /// Cloneable handle to the writer thread.
@@ -228,6 +231,7 @@ fn run(
     let mut pending: Vec<WriteOp> = Vec::new();
     let mut acks: Vec<std_mpsc::Sender<()>> = Vec::new();
     let mut last_snapshot = std::time::Instant::now();
+    let mut prune_before: Option<i64> = None;
     loop {
         // Wait for the first op of a batch (or a tick to poll data_version),
         // then take whatever else is already queued.
@@ -235,7 +239,7 @@ fn run(
         let closed = matches!(first, Ok(None));
         if let Ok(Some(op)) = first {
             let flush_now = matches!(op, WriteOp::Flush(_));
-            push(op, &mut pending, &mut acks);
+            push(op, &mut pending, &mut acks, &mut prune_before);
             // Sleep rather than wait on the queue: while nobody waits on it,
             // handlers enqueue without waking this thread (a futex call per
             // request otherwise). A flush is someone waiting: no window.
@@ -244,7 +248,7 @@ fn run(
             }
             while pending.len() < MAX_BATCH {
                 match rx.try_recv() {
-                    Ok(op) => push(op, &mut pending, &mut acks),
+                    Ok(op) => push(op, &mut pending, &mut acks, &mut prune_before),
                     Err(_) => break,
                 }
             }
@@ -277,6 +281,9 @@ fn run(
             }
             Ok(_) => {}
             Err(e) => log::warn!("cannot poll database changes: {e}"),
+        }
+        if let Some(before) = prune_before {
+            prune_before = prune_step(&conn, before);
         }
         if last_snapshot.elapsed() >= SNAPSHOT_EVERY {
             last_snapshot = std::time::Instant::now();
@@ -314,10 +321,34 @@ fn isolate(conn: &Connection, ops: Vec<WriteOp>, dead_letters: &Option<std::path
     }
 }
 
-fn push(op: WriteOp, pending: &mut Vec<WriteOp>, acks: &mut Vec<std_mpsc::Sender<()>>) {
+fn push(op: WriteOp, pending: &mut Vec<WriteOp>, acks: &mut Vec<std_mpsc::Sender<()>>, prune: &mut Option<i64>) {
     match op {
         WriteOp::Flush(ack) => acks.push(ack),
+        WriteOp::PruneUsage(before) => *prune = Some(prune.map_or(before, |p| p.max(before))),
         other => pending.push(other),
+    }
+}
+
+/// Usage rows deleted per step: a few milliseconds, so records of live
+/// traffic never wait long behind a prune.
+const PRUNE_BATCH: usize = 2_000;
+
+/// One step of a prune; what is left to do. When nothing is left, freed
+/// pages go back to the file system (when `auto_vacuum` is incremental, see
+/// `codex-proxy db vacuum`).
+fn prune_step(conn: &Connection, before: i64) -> Option<i64> {
+    match super::usage::prune(conn, before, PRUNE_BATCH) {
+        Ok(n) if n == PRUNE_BATCH => Some(before),
+        Ok(_) => {
+            if let Err(e) = conn.execute_batch("PRAGMA incremental_vacuum") {
+                log::warn!("incremental vacuum failed: {e}");
+            }
+            None
+        }
+        Err(e) => {
+            log::warn!("pruning usage rows failed ({e}); retried with the next batch");
+            Some(before)
+        }
     }
 }
 
@@ -348,7 +379,7 @@ fn commit(conn: &Connection, ops: &[WriteOp]) -> Result<(), StoreError> {
                 *e = (*e).max(*at);
             }
             WriteOp::OperatorSeen { session_id, at } => super::sessions::touch_operator(&tx, *session_id, *at)?,
-            WriteOp::Flush(_) => {}
+            WriteOp::Flush(_) | WriteOp::PruneUsage(_) => {}
         }
     }
     charges.finish(&tx)?;
@@ -550,6 +581,39 @@ mod tests {
         assert_eq!(dead.lines().count(), 1, "{dead}");
         assert!(dead.contains("poison") && dead.contains("FOREIGN KEY"), "{dead}");
         assert!(w.failing_since().is_none(), "a poison op is not a failing database");
+    }
+
+    #[test]
+    fn a_prune_runs_between_batches_until_it_is_done() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("db");
+        let conn = super::super::open(&path).unwrap();
+        conn.execute("INSERT INTO users(id, email, created_at) VALUES (1, 'a@x.io', 0)", []).unwrap();
+        let w = Writer::start(conn, Duration::from_millis(20), Box::new(|_| {})).unwrap();
+        let n = PRUNE_BATCH + 500;
+        for i in 0..n {
+            w.send_blocking(charge(&format!("old-{i:05}"), 1, 1, 1_000 + i as i64));
+        }
+        w.send_blocking(charge("new", 1, 1, 10_000_000));
+        assert!(w.flush_blocking(Duration::from_secs(10)));
+        w.send_blocking(WriteOp::PruneUsage(9_000_000));
+        // Two steps: a full batch, then the rest; flushes in between.
+        for _ in 0..3 {
+            assert!(w.flush_blocking(Duration::from_secs(10)));
+        }
+        let reader = super::super::open(&path).unwrap();
+        let left: Vec<String> = reader
+            .prepare("SELECT request_id FROM usage")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .map(Result::unwrap)
+            .collect();
+        assert_eq!(left, ["new"]);
+        let rolled: i64 = reader.query_row("SELECT SUM(requests) FROM usage_rollup", [], |r| r.get(0)).unwrap();
+        assert_eq!(rolled, n as i64 + 1, "the rollups keep every request");
+        let ledger: i64 = reader.query_row("SELECT -SUM(amount) FROM ledger", [], |r| r.get(0)).unwrap();
+        assert_eq!(ledger, n as i64 + 1, "the ledger is never pruned");
     }
 
     #[test]
