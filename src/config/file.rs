@@ -51,6 +51,8 @@ pub struct ServerSection {
     pub max_header_size: Option<Size>,
     /// Header fields per request, at most (431 beyond).
     pub max_headers: Option<Num>,
+    /// Cleartext HTTP/2 (prior knowledge) on the plain listeners too.
+    pub h2c: Option<bool>,
 }
 
 /// A listener: either `"0.0.0.0:8080"` or `{address, tls: {cert, key}}`.

@@ -69,6 +69,8 @@ pub struct Config {
     /// either the answer is 431 and the connection is closed.
     pub max_header_bytes: usize,
     pub max_headers: usize,
+    /// Plain listeners also take HTTP/2 with prior knowledge (h2c).
+    pub h2c: bool,
     pub data_dir: PathBuf,
     pub database: PathBuf,
     pub flush_interval: Duration,

@@ -91,6 +91,7 @@ pub fn validate(file: FileConfig, conf_dir: &Path) -> Result<Config, ConfigError
         max_body_bytes: server.max_body_bytes,
         max_header_bytes: server.max_header_bytes,
         max_headers: server.max_headers,
+        h2c: server.h2c,
         data_dir: storage.data_dir,
         database: storage.database,
         flush_interval: storage.flush_interval,
@@ -116,6 +117,7 @@ struct Server {
     max_body_bytes: usize,
     max_header_bytes: usize,
     max_headers: usize,
+    h2c: bool,
 }
 
 fn server(c: &mut Check, s: &ServerSection, conf_dir: &Path) -> Server {
@@ -155,6 +157,7 @@ fn server(c: &mut Check, s: &ServerSection, conf_dir: &Path) -> Server {
     Server {
         listeners,
         max_header_bytes: max_header_bytes as usize,
+        h2c: s.h2c.unwrap_or(false),
         max_headers: c.u64("server.max_headers", s.max_headers, 100, 8, 256) as usize,
         threads: c.u64("server.threads", s.threads, 2, 1, 256) as usize,
         grace_period: s.grace_period.map(|d| d.0).unwrap_or(Duration::from_secs(10)),
