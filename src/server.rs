@@ -243,7 +243,8 @@ pub fn serve(cfg: Config, opts: ServeOptions) -> Result<(), ServeError> {
     ));
 
     server.bootstrap();
-    server.run(RunArgs { shutdown_signal: Box::new(Signals { app: app.clone(), grace: cfg.grace_period }) });
+    let phases = parking_lot::Mutex::new(Some(server.watch_execution_phase()));
+    server.run(RunArgs { shutdown_signal: Box::new(Signals { app: app.clone(), grace: cfg.grace_period, phases }) });
     shutdown::flush(&app);
     Ok(())
 }

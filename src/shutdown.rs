@@ -2,11 +2,13 @@
 //! requests in flight finish (for at most the configured grace period), pending
 //! database and log writes are flushed, and the process exits — as soon as the
 //! last request is done, not after Pingora's fixed grace sleep. SIGQUIT is
-//! Pingora's graceful upgrade; SIGUSR1 reopens the access log.
+//! Pingora's graceful upgrade: the listeners go to the new process (started
+//! with `serve --upgrade`), then this one drains and flushes the same way.
+//! SIGUSR1 reopens the access log.
 
 use crate::app::App;
 use async_trait::async_trait;
-use pingora::server::{ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
+use pingora::server::{ExecutionPhase, ShutdownSignal, ShutdownSignalWatch, ShutdownWatch};
 use pingora::services::background::BackgroundService;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -25,6 +27,25 @@ pub fn flush(app: &App) {
 pub struct Signals {
     pub app: Arc<App>,
     pub grace: Duration,
+    /// Pingora's execution phases: an upgrade may only exit once the
+    /// listeners are handed over and closed here.
+    pub phases: parking_lot::Mutex<Option<tokio::sync::broadcast::Receiver<ExecutionPhase>>>,
+}
+
+/// Waits for the requests in flight (at most `grace`), flushes the writers
+/// and exits, as soon as the last request is done rather than after
+/// Pingora's fixed grace sleep.
+fn drain_and_exit(app: Arc<App>, grace: Duration) {
+    let deadline = Instant::now() + grace;
+    while app.inflight() > 0 && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    if app.inflight() > 0 {
+        log::warn!("grace period over with {} request(s) still running", app.inflight());
+    }
+    flush(&app);
+    log::info!("shutdown complete");
+    std::process::exit(0);
 }
 
 #[async_trait]
@@ -39,23 +60,29 @@ impl ShutdownSignalWatch for Signals {
         let name = tokio::select! {
             _ = term.recv() => "SIGTERM",
             _ = int.recv() => "SIGINT",
-            _ = quit.recv() => return ShutdownSignal::GracefulUpgrade,
+            _ = quit.recv() => "SIGQUIT",
         };
-        let app = self.app.clone();
-        let grace = self.grace;
+        let (app, grace) = (self.app.clone(), self.grace);
+        if name == "SIGQUIT" {
+            // Pingora hands the listeners to the new process, keeps
+            // accepting for a few seconds while it takes over, then closes
+            // them: only then may the drain end the process.
+            let phases = self.phases.lock().take();
+            log::info!("SIGQUIT: handing the listeners over to the new process");
+            std::thread::spawn(move || {
+                if let Some(mut phases) = phases {
+                    while !matches!(
+                        phases.blocking_recv(),
+                        Ok(ExecutionPhase::ShutdownStarted) | Err(tokio::sync::broadcast::error::RecvError::Closed)
+                    ) {}
+                }
+                log::info!("listeners handed over; draining {} request(s) for at most {grace:?}", app.inflight());
+                drain_and_exit(app, grace);
+            });
+            return ShutdownSignal::GracefulUpgrade;
+        }
         log::info!("{name}: draining {} request(s) for at most {grace:?}", app.inflight());
-        std::thread::spawn(move || {
-            let deadline = Instant::now() + grace;
-            while app.inflight() > 0 && Instant::now() < deadline {
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            if app.inflight() > 0 {
-                log::warn!("grace period over with {} request(s) still running", app.inflight());
-            }
-            flush(&app);
-            log::info!("shutdown complete");
-            std::process::exit(0);
-        });
+        std::thread::spawn(move || drain_and_exit(app, grace));
         ShutdownSignal::GracefulTerminate
     }
 }

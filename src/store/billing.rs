@@ -55,9 +55,19 @@ pub struct NewEntry<'a> {
 
 pub fn insert_ledger(conn: &Connection, e: &NewEntry) -> Result<i64, StoreError> {
     conn.execute(
-        "INSERT INTO ledger(user_id, account, amount, kind, reason, reference, origin, created_at)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-        params![e.user_id, e.account, e.amount, e.kind, e.reason, e.reference, e.origin, now_ms()],
+        "INSERT INTO ledger(user_id, account, amount, kind, reason, reference, origin, created_at, instance)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+        params![
+            e.user_id,
+            e.account,
+            e.amount,
+            e.kind,
+            e.reason,
+            e.reference,
+            e.origin,
+            now_ms(),
+            if e.origin == ORIGIN_GATEWAY { super::instance() } else { "" }
+        ],
     )
     .ctx("inserting ledger entry")?;
     Ok(conn.last_insert_rowid())
@@ -92,12 +102,16 @@ pub fn max_ledger_id(conn: &Connection) -> Result<i64, StoreError> {
     conn.query_row("SELECT COALESCE(MAX(id), 0) FROM ledger", [], |r| r.get(0)).ctx("reading ledger")
 }
 
-/// Entries after `after_id` that the gateway did not write itself.
+/// Entries after `after_id` that this gateway process did not write itself
+/// (another process's charges count: two share the file during an upgrade).
 pub fn external_entries_after(conn: &Connection, after_id: i64) -> Result<Vec<LedgerRow>, StoreError> {
     let mut stmt = conn
-        .prepare(&format!("SELECT {LEDGER_COLS} FROM ledger WHERE id > ?1 AND origin != ?2 ORDER BY id"))
+        .prepare(&format!(
+            "SELECT {LEDGER_COLS} FROM ledger WHERE id > ?1 AND NOT (origin = ?2 AND instance = ?3) ORDER BY id"
+        ))
         .ctx("reading ledger")?;
-    let rows = stmt.query_map(params![after_id, ORIGIN_GATEWAY], ledger_row).ctx("reading ledger")?;
+    let rows =
+        stmt.query_map(params![after_id, ORIGIN_GATEWAY, super::instance()], ledger_row).ctx("reading ledger")?;
     rows.collect::<Result<_, _>>().ctx("reading ledger")
 }
 
@@ -433,5 +447,14 @@ mod tests {
         assert_eq!(ext.len(), 1);
         assert_eq!(ext[0].amount, 5_000_000);
         assert_eq!(max_ledger_id(&conn).unwrap(), 3);
+        // A charge by another gateway process (an upgrade's other half) counts.
+        conn.execute(
+            "INSERT INTO ledger(user_id, account, amount, kind, origin, created_at, instance)
+             VALUES (?1, 'credits', -7, 'usage', 'gateway', 0, 'other-process')",
+            [u.id],
+        )
+        .unwrap();
+        let ext = external_entries_after(&conn, 3).unwrap();
+        assert_eq!(ext.iter().map(|e| e.amount).collect::<Vec<_>>(), [-7]);
     }
 }

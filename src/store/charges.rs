@@ -83,14 +83,15 @@ impl<'a> Charges<'a> {
     pub(super) fn insert(&mut self, conn: &Connection) -> Result<(), StoreError> {
         let mut stmt = conn
             .prepare_cached(
-                "INSERT INTO ledger(user_id, account, amount, kind, reason, reference, origin, created_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'gateway', ?7)",
+                "INSERT INTO ledger(user_id, account, amount, kind, reason, reference, origin, created_at, instance)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'gateway', ?7, ?8)",
             )
             .ctx("preparing ledger insert")?;
         for g in &mut self.groups {
             let l = g.first;
             let reason = g.reason(g.count);
-            stmt.execute(params![l.user_id, l.account, g.amount, l.kind, reason, l.reference, g.created_at])
+            let instance = super::instance();
+            stmt.execute(params![l.user_id, l.account, g.amount, l.kind, reason, l.reference, g.created_at, instance])
                 .ctx("inserting ledger entry")?;
             g.ledger_id = conn.last_insert_rowid();
         }

@@ -250,6 +250,9 @@ const MIGRATIONS: &[&str] = &[
     // 10: usage rows older than `storage.usage_retention` are deleted (their
     // totals stay in usage_rollup); reports over that time read the rollups.
     "CREATE TABLE usage_pruned (id INTEGER PRIMARY KEY CHECK (id = 1), before INTEGER NOT NULL);",
+    // 11: which gateway process wrote a `gateway` entry. During an upgrade
+    // two share the file, and each must apply the other's charges.
+    "ALTER TABLE ledger ADD COLUMN instance TEXT NOT NULL DEFAULT '';",
 ];
 
 /// The schema version this binary writes.

@@ -63,6 +63,15 @@ impl StoreError {
     }
 }
 
+/// This process among the gateways that may share the database (two during
+/// a graceful upgrade): written with its ledger entries, so that each applies
+/// the other's charges and not its own.
+pub fn instance() -> &'static str {
+    static ID: once_cell::sync::Lazy<String> =
+        once_cell::sync::Lazy::new(|| format!("{}-{}", std::process::id(), crate::auth::random_base62(8)));
+    &ID
+}
+
 /// Attaches a context string to rusqlite errors: `.ctx("inserting user")?`.
 pub trait SqlContext<T> {
     fn ctx(self, context: &'static str) -> Result<T, StoreError>;

@@ -445,11 +445,12 @@ fn insert_usage<'a>(
 fn insert_ledger(conn: &Connection, l: &LedgerEntry) -> Result<(), StoreError> {
     let mut stmt = conn
         .prepare_cached(
-            "INSERT INTO ledger(user_id, account, amount, kind, reason, reference, origin, created_at)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'gateway', ?7)",
+            "INSERT INTO ledger(user_id, account, amount, kind, reason, reference, origin, created_at, instance)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'gateway', ?7, ?8)",
         )
         .ctx("preparing ledger insert")?;
-    stmt.execute(params![l.user_id, l.account, l.amount, l.kind, l.reason, l.reference, l.created_at])
+    let instance = super::instance();
+    stmt.execute(params![l.user_id, l.account, l.amount, l.kind, l.reason, l.reference, l.created_at, instance])
         .ctx("inserting ledger entry")?;
     Ok(())
 }

@@ -100,10 +100,17 @@ impl Gateway {
     }
 
     pub fn start_in(dir: tempfile::TempDir, yaml: &str, env: &[(&str, &str)]) -> Gateway {
+        Self::start_with_args(dir, yaml, env, &[])
+    }
+
+    /// `start_in` with more `serve` arguments (`--upgrade`).
+    pub fn start_with_args(dir: tempfile::TempDir, yaml: &str, env: &[(&str, &str)], args: &[&str]) -> Gateway {
         let conf = write_conf(dir.path(), yaml);
         let stderr = dir.path().join("stderr.log");
         let mut cmd = Command::new(BIN);
-        cmd.args(["serve", "-c"])
+        cmd.arg("serve")
+            .args(args)
+            .arg("-c")
             .arg(&conf)
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&stderr).expect("stderr file"));
@@ -228,6 +235,20 @@ impl Gateway {
             }
             std::thread::sleep(Duration::from_millis(10));
         }
+    }
+
+    /// Waits (bounded) for the process to exit on its own.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let child = self.child.as_mut()?;
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(st)) = child.try_wait() {
+                self.child = None;
+                return Some(st);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
     }
 
     /// SIGKILL, no flush.
