@@ -13,8 +13,8 @@ use crate::app::App;
 use once_cell::sync::OnceCell;
 use prometheus::core::Collector;
 use prometheus::{
-    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Counter, Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 use std::collections::HashMap;
 
@@ -48,6 +48,8 @@ pub struct Metrics {
     channel_up: IntGaugeVec,
     writer_queue: IntGauge,
     writer_failing: IntGauge,
+    writer_commits: IntCounter,
+    writer_commit_seconds: Counter,
     config_loaded: IntGauge,
 }
 
@@ -101,7 +103,10 @@ impl Metrics {
             IntGauge::new("db_writer_failing", "1 while the database writer's commits fail (they are retried)")?;
         let config_loaded =
             IntGauge::new("config_loaded_timestamp_seconds", "When the running configuration was loaded")?;
-        let collectors: [Box<dyn Collector>; 12] = [
+        let writer_commits = IntCounter::new("db_commits_total", "Batches the database writer committed or tried to")?;
+        let writer_commit_seconds =
+            Counter::new("db_commit_seconds_total", "Time the database writer spent committing batches")?;
+        let collectors: [Box<dyn Collector>; 14] = [
             Box::new(requests.clone()),
             Box::new(total.clone()),
             Box::new(ttfb.clone()),
@@ -114,6 +119,8 @@ impl Metrics {
             Box::new(writer_queue.clone()),
             Box::new(writer_failing.clone()),
             Box::new(config_loaded.clone()),
+            Box::new(writer_commits.clone()),
+            Box::new(writer_commit_seconds.clone()),
         ];
         for c in collectors {
             registry.register(c)?;
@@ -141,6 +148,8 @@ impl Metrics {
             channel_up,
             writer_queue,
             writer_failing,
+            writer_commits,
+            writer_commit_seconds,
             config_loaded,
         })
     }
@@ -201,6 +210,10 @@ impl Metrics {
         self.in_flight.set(app.inflight() as i64);
         self.writer_queue.set(app.writer.queue_depth() as i64);
         self.writer_failing.set(app.writer.failing_since().is_some() as i64);
+        // The writer keeps running totals; the counters catch up to them.
+        let (commits, secs) = app.writer.commits();
+        self.writer_commits.inc_by(commits.saturating_sub(self.writer_commits.get()));
+        self.writer_commit_seconds.inc_by((secs - self.writer_commit_seconds.get()).max(0.0));
         self.config_loaded.set(app.loaded_at / 1000);
         let now = crate::clock::now_ms();
         self.channel_up.reset();

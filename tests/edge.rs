@@ -196,6 +196,8 @@ async fn metrics_count_what_was_sent() {
     assert!(get("codex_proxy_credits_charged_micro_total").unwrap() > 0.0);
     assert_eq!(get(r#"codex_proxy_channel_up{channel="oa",state="up"}"#), Some(1.0));
     assert_eq!(get("codex_proxy_requests_in_flight"), Some(0.0));
+    assert!(get("codex_proxy_db_commits_total").unwrap() >= 1.0, "{text}");
+    assert!(get("codex_proxy_db_commit_seconds_total").unwrap() > 0.0, "{text}");
     assert!(!text.contains("m@x.io"), "no user in a label");
 }
 

@@ -15,7 +15,7 @@
 use super::charges::Charges;
 use super::{data_version, SqlContext, StoreError};
 use rusqlite::{params, Connection};
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -94,12 +94,21 @@ pub enum WriteOp {
     PruneUsage(i64),
 }
 
+/// What the writer thread reports about itself (for `/readyz` and `/metrics`).
+#[derive(Debug, Default)]
+pub struct WriterStats {
+    /// When commits started failing (0: they succeed).
+    failing_since: AtomicI64,
+    /// Batches committed, and the time spent committing them (µs).
+    commits: AtomicU64,
+    commit_micros: AtomicU64,
+}
+
 /// Cloneable handle to the writer thread.
 #[derive(Clone)]
 pub struct Writer {
     tx: mpsc::Sender<WriteOp>,
-    /// When the writer's commits started failing (0: they succeed).
-    failing_since: Arc<AtomicI64>,
+    stats: Arc<WriterStats>,
 }
 
 /// Called with the writer's connection when another process changed the file.
@@ -125,7 +134,7 @@ const SNAPSHOT_MIN_NEW: i64 = 10_000;
 /// The receiving end, turned into the writer thread by `spawn`.
 pub struct WriterTask {
     rx: mpsc::Receiver<WriteOp>,
-    failing_since: Arc<AtomicI64>,
+    stats: Arc<WriterStats>,
 }
 
 impl WriterTask {
@@ -137,10 +146,10 @@ impl WriterTask {
         flush_interval: Duration,
         on_change: OnExternalChange,
     ) -> std::io::Result<std::thread::JoinHandle<()>> {
-        let (rx, failing_since) = (self.rx, self.failing_since);
+        let (rx, stats) = (self.rx, self.stats);
         std::thread::Builder::new()
             .name("codex-proxy-db-writer".into())
-            .spawn(move || run(conn, rx, flush_interval, on_change, failing_since))
+            .spawn(move || run(conn, rx, flush_interval, on_change, stats))
     }
 }
 
@@ -149,13 +158,19 @@ impl Writer {
     /// task runs wait in the queue.
     pub fn channel() -> (Writer, WriterTask) {
         let (tx, rx) = mpsc::channel(QUEUE);
-        let failing_since = Arc::new(AtomicI64::new(0));
-        (Writer { tx, failing_since: failing_since.clone() }, WriterTask { rx, failing_since })
+        let stats = Arc::new(WriterStats::default());
+        (Writer { tx, stats: stats.clone() }, WriterTask { rx, stats })
     }
 
     /// Since when (ms) commits have been failing, if they are.
     pub fn failing_since(&self) -> Option<i64> {
-        Some(self.failing_since.load(Ordering::Relaxed)).filter(|&t| t != 0)
+        Some(self.stats.failing_since.load(Ordering::Relaxed)).filter(|&t| t != 0)
+    }
+
+    /// Batches committed so far, and the seconds spent committing them.
+    pub fn commits(&self) -> (u64, f64) {
+        let micros = self.stats.commit_micros.load(Ordering::Relaxed);
+        (self.stats.commits.load(Ordering::Relaxed), micros as f64 / 1e6)
     }
 
     /// Ops queued and not yet taken by the writer thread.
@@ -214,7 +229,7 @@ fn run(
     mut rx: mpsc::Receiver<WriteOp>,
     flush_interval: Duration,
     mut on_change: OnExternalChange,
-    failing_since: Arc<AtomicI64>,
+    stats: Arc<WriterStats>,
 ) {
     let dead_letters = conn.path().map(|p| std::path::Path::new(p).with_extension("dead-letters.jsonl"));
     let rt = match tokio::runtime::Builder::new_current_thread().enable_time().build() {
@@ -254,14 +269,18 @@ fn run(
             }
         }
         if !pending.is_empty() {
-            match commit(&conn, &pending) {
+            let started = std::time::Instant::now();
+            let result = commit(&conn, &pending);
+            stats.commits.fetch_add(1, Ordering::Relaxed);
+            stats.commit_micros.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
+            match result {
                 Ok(()) => {
                     pending.clear();
-                    failing_since.store(0, Ordering::Relaxed);
+                    stats.failing_since.store(0, Ordering::Relaxed);
                 }
                 Err(e) if e.is_transient() => {
-                    let _ =
-                        failing_since.compare_exchange(0, crate::clock::now_ms(), Ordering::Relaxed, Ordering::Relaxed);
+                    let now = crate::clock::now_ms();
+                    let _ = stats.failing_since.compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
                     // Keep the batch and retry: the queue applies backpressure
                     // meanwhile, so nothing is dropped.
                     log::error!("database batch commit failed ({} ops kept for retry): {e}", pending.len());
