@@ -43,7 +43,7 @@ class Stack:
     """`conf` is a template with {data}, {fake} and {chat_fake} fields, and
     any in `fields`. `admin` is the admin listener's URL when conf has one."""
 
-    def __init__(self, binary, tmp, conf, email, **fields):
+    def __init__(self, binary, tmp, conf, email, scheme="http", **fields):
         self.bin = binary
         self.tmp = tmp
         self.procs = []
@@ -60,7 +60,7 @@ class Stack:
             self.key = self.cli("keys", "create", email).strip().splitlines()[-1]
             gw = self.spawn([binary, "serve", "-c", self.conf], "gateway.log")
             r = ready(gw, "gateway")
-            self.base = "http://" + r["listen"][0]
+            self.base = f"{scheme}://" + r["listen"][0]
             self.admin = "http://" + r["admin"] if r.get("admin") else None
         except BaseException:
             self.stop()
