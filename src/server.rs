@@ -121,12 +121,13 @@ pub fn serve(cfg: Config, opts: ServeOptions) -> Result<(), ServeError> {
     // The proxy service and its listeners.
     let mut proxy =
         pingora::proxy::http_proxy_service_with_name(&server.configuration, Gateway::new(app.clone()), "codex-proxy");
-    if cfg.h2c {
-        if let Some(p) = proxy.app_logic_mut() {
-            let mut options = pingora::apps::HttpServerOptions::default();
-            options.h2c = true;
-            p.server_options = Some(options);
-        }
+    if let Some(p) = proxy.app_logic_mut() {
+        let mut options = pingora::apps::HttpServerOptions::default();
+        options.h2c = cfg.h2c;
+        // An idle HTTP/2 connection is closed like an idle HTTP/1.1 one
+        // (Pingora keeps it forever otherwise).
+        options.h2_idle_timeout = Some(cfg.keepalive_timeout).filter(|d| !d.is_zero());
+        p.server_options = Some(options);
     }
     let mut bound = Vec::new();
     for l in &cfg.listeners {

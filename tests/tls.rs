@@ -107,6 +107,28 @@ async fn one_cancelled_stream_leaves_the_others_on_its_h2_connection_alone() {
 }
 
 #[tokio::test]
+async fn an_idle_h2_connection_is_closed_after_keepalive_timeout() {
+    let fake = fake();
+    let yaml = conf(&fake).replace("  grace_period: 5s", "  grace_period: 5s\n  h2c: true\n  keepalive_timeout: 1s");
+    let (gw, keys) = Gateway::start_with_keys(&yaml, &["i@x.io"]);
+    let tcp = tokio::net::TcpStream::connect(gw.addr).await.unwrap();
+    let (mut h2, connection) = h2::client::handshake(tcp).await.unwrap();
+    let closed = tokio::spawn(async move {
+        let started = std::time::Instant::now();
+        let _ = connection.await;
+        started.elapsed()
+    });
+    let req = http::Request::get(format!("http://{}/v1/models", gw.addr))
+        .header("authorization", format!("Bearer {}", keys[0]))
+        .body(())
+        .unwrap();
+    let (resp, _) = h2.send_request(req, true).unwrap();
+    assert_eq!(resp.await.unwrap().status(), 200);
+    let idle = tokio::time::timeout(Duration::from_secs(10), closed).await.expect("the server closes it").unwrap();
+    assert!(idle < Duration::from_secs(5), "closed after {idle:?}");
+}
+
+#[tokio::test]
 async fn cleartext_h2_with_prior_knowledge_when_enabled() {
     let fake = fake();
     let yaml = conf(&fake).replace("  grace_period: 5s", "  grace_period: 5s\n  h2c: true");
