@@ -1,5 +1,7 @@
 //! The state every request shares: configuration, accounts, channels, the
-//! upstream connector and the background writers. Built once in `serve`.
+//! upstream connector and the background writers. Built in `serve`; a reload
+//! builds a new `App` (a new configuration generation) that shares every
+//! long-lived part with the old one, and `Live` hands it to new requests.
 
 use crate::access_log::AccessLog;
 use crate::accounts::Accounts;
@@ -10,20 +12,24 @@ use crate::convert::support::{Ids, RandomIds, Signer};
 use crate::store::pool::Pool;
 use crate::store::writer::Writer;
 use crate::web::Site;
+use arc_swap::ArcSwap;
 use pingora::connectors::http::v1::Connector;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 pub struct App {
+    /// This generation's configuration and the channels built from it.
     pub config: Arc<Config>,
+    pub channels: Arc<Channels>,
+    /// Configurations loaded since start (1 for the first).
+    pub version: u64,
     pub accounts: Arc<Accounts>,
     pub billing: Arc<Billing>,
-    pub channels: Arc<Channels>,
     pub writer: Writer,
     pub access_log: AccessLog,
     /// One pooled HTTP client for every upstream (a connector per request
     /// would mean a pool per request: no reuse).
-    pub connector: Connector,
+    pub connector: Arc<Connector>,
     /// Whether the built-in fake upstream stands in for every channel.
     pub demo: bool,
     /// Signs thinking translated from OpenAI-compatible upstreams.
@@ -32,16 +38,21 @@ pub struct App {
     /// Connections for the website and the admin API (never the request path).
     pub db: Arc<Pool>,
     /// The docs and console, when `console.enabled`.
-    pub site: Option<Site>,
+    pub site: Option<Arc<Site>>,
     /// The payment providers, when credits can be bought online.
     pub payments: Option<crate::payments::Payments>,
     /// Requests per minute for the operator overview.
-    pub traffic: crate::traffic::Traffic,
+    pub traffic: Arc<crate::traffic::Traffic>,
     /// When this configuration was loaded (Unix ms).
     pub loaded_at: i64,
     /// Counters for `/metrics` (atomics only on the request path).
-    pub metrics: crate::metrics::Metrics,
-    inflight: AtomicUsize,
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// The last reload attempt.
+    pub reloads: Arc<crate::reload::History>,
+    /// Requests in flight on every generation.
+    inflight: Arc<AtomicUsize>,
+    /// Connections accepted whose first request has not arrived yet.
+    pub opening: Arc<AtomicUsize>,
 }
 
 impl App {
@@ -57,20 +68,20 @@ impl App {
         // The thinking-signature key lives with the data: signatures handed
         // to clients stay valid across restarts.
         let signer = Arc::new(Signer::load_or_create(&config.data_dir)?);
-        let site = if config.console.enabled { Some(Site::new(&config)?) } else { None };
+        let site = if config.console.enabled { Some(Arc::new(Site::new(&config)?)) } else { None };
         let db = Pool::new(config.database.clone());
         let payments = crate::payments::Payments::from_config(&config.payments);
-        let models: Vec<String> = config.models.iter().map(|m| m.id.clone()).collect();
-        let names: Vec<String> = channels.all().iter().map(|c| c.name().to_string()).collect();
+        let (models, names) = label_values(&config, &channels);
         let metrics = crate::metrics::Metrics::new(&models, &names).map_err(std::io::Error::other)?;
         Ok(App {
             config,
+            channels,
+            version: 1,
             accounts,
             billing,
-            channels,
             writer,
             access_log,
-            connector: Connector::new(None),
+            connector: Arc::new(Connector::new(None)),
             demo,
             signer,
             ids: Arc::new(RandomIds),
@@ -79,9 +90,43 @@ impl App {
             payments,
             traffic: Default::default(),
             loaded_at: crate::clock::now_ms(),
-            metrics,
-            inflight: AtomicUsize::new(0),
+            metrics: Arc::new(metrics),
+            reloads: Default::default(),
+            inflight: Default::default(),
+            opening: Default::default(),
         })
+    }
+
+    /// The next generation: `config` and `channels` replace this one's, the
+    /// parts built from them (plans and billing parameters, payment
+    /// providers, metric labels) follow, and everything long-lived (accounts,
+    /// balances, writers, connection pools, the website's state) is shared.
+    pub fn reconfigured(&self, config: Arc<Config>, channels: Arc<Channels>) -> App {
+        self.billing.set_config(config.clone());
+        let (models, names) = label_values(&config, &channels);
+        self.metrics.relabel(&models, &names);
+        App {
+            payments: crate::payments::Payments::from_config(&config.payments),
+            config,
+            channels,
+            version: self.version + 1,
+            accounts: self.accounts.clone(),
+            billing: self.billing.clone(),
+            writer: self.writer.clone(),
+            access_log: self.access_log.clone(),
+            connector: self.connector.clone(),
+            demo: self.demo,
+            signer: self.signer.clone(),
+            ids: self.ids.clone(),
+            db: self.db.clone(),
+            site: self.site.clone(),
+            traffic: self.traffic.clone(),
+            loaded_at: crate::clock::now_ms(),
+            metrics: self.metrics.clone(),
+            reloads: self.reloads.clone(),
+            inflight: self.inflight.clone(),
+            opening: self.opening.clone(),
+        }
     }
 
     /// Whether the gateway can serve: the database writer's commits succeed
@@ -108,6 +153,36 @@ impl App {
     pub fn inflight(&self) -> usize {
         self.inflight.load(Ordering::Acquire)
     }
+
+    /// Requests being served, plus connections whose first request is on
+    /// its way: what a graceful shutdown waits for.
+    pub fn pending(&self) -> usize {
+        self.inflight() + self.opening.load(Ordering::Acquire)
+    }
+}
+
+fn label_values(config: &Config, channels: &Channels) -> (Vec<String>, Vec<String>) {
+    let models = config.models.iter().map(|m| m.id.clone()).collect();
+    let names = channels.all().iter().map(|c| c.name().to_string()).collect();
+    (models, names)
+}
+
+/// The generation new requests start on. A request holds its `Arc<App>`
+/// from start to end, so a reload never changes the configuration under it.
+pub struct Live(ArcSwap<App>);
+
+impl Live {
+    pub fn new(app: Arc<App>) -> Arc<Live> {
+        Arc::new(Live(ArcSwap::new(app)))
+    }
+
+    pub fn current(&self) -> Arc<App> {
+        self.0.load_full()
+    }
+
+    pub fn replace(&self, app: Arc<App>) {
+        self.0.store(app);
+    }
 }
 
 /// Counts a request as in flight until dropped (the request context owns it,
@@ -115,9 +190,14 @@ impl App {
 pub struct InFlight(Arc<App>);
 
 impl InFlight {
-    pub fn new(app: &Arc<App>) -> InFlight {
+    pub fn new(app: Arc<App>) -> InFlight {
         app.inflight.fetch_add(1, Ordering::AcqRel);
-        InFlight(app.clone())
+        InFlight(app)
+    }
+
+    /// The generation the request runs on.
+    pub fn app(&self) -> &Arc<App> {
+        &self.0
     }
 }
 

@@ -10,6 +10,7 @@
 //! or key ever becomes a label.
 
 use crate::app::App;
+use arc_swap::ArcSwap;
 use once_cell::sync::OnceCell;
 use prometheus::core::Collector;
 use prometheus::{
@@ -17,6 +18,7 @@ use prometheus::{
     Registry, TextEncoder,
 };
 use std::collections::HashMap;
+use std::sync::Arc;
 
 /// Endpoints as labelled (the access log's names).
 pub const ENDPOINTS: &[&str] =
@@ -32,12 +34,9 @@ const BUCKETS: &[f64] = &[0.005, 0.025, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.
 
 pub struct Metrics {
     registry: Registry,
-    models: HashMap<String, usize>,
-    channels: HashMap<String, usize>,
-    model_names: Vec<String>,
-    channel_names: Vec<String>,
+    /// The label values of the running configuration (replaced on reload).
+    labels: ArcSwap<Labels>,
     requests: IntCounterVec,
-    request_slots: Vec<OnceCell<IntCounter>>,
     total: Vec<Histogram>,
     ttfb: Vec<Histogram>,
     tokens: Vec<IntCounter>,
@@ -51,6 +50,38 @@ pub struct Metrics {
     writer_commits: IntCounter,
     writer_commit_seconds: Counter,
     config_loaded: IntGauge,
+    config_version: IntGauge,
+    connections_refused: Vec<IntCounter>,
+}
+
+/// Why a client connection was closed before it was served.
+pub const CONNECTION_REFUSALS: &[&str] = &["per_ip", "header_timeout"];
+
+/// The configured models and channels as label values, and a lazily
+/// resolved counter for every combination of the request labels.
+struct Labels {
+    models: HashMap<String, usize>,
+    channels: HashMap<String, usize>,
+    model_names: Vec<String>,
+    channel_names: Vec<String>,
+    request_slots: Vec<OnceCell<IntCounter>>,
+}
+
+impl Labels {
+    fn new(models: &[String], channels: &[String]) -> Labels {
+        let mut model_names: Vec<String> = models.to_vec();
+        model_names.push("other".into());
+        let mut channel_names: Vec<String> = channels.to_vec();
+        channel_names.push("none".into());
+        let slots = ENDPOINTS.len() * model_names.len() * CLASSES.len() * channel_names.len();
+        Labels {
+            models: models.iter().enumerate().map(|(i, m)| (m.clone(), i)).collect(),
+            channels: channels.iter().enumerate().map(|(i, c)| (c.clone(), i)).collect(),
+            request_slots: (0..slots).map(|_| OnceCell::new()).collect(),
+            model_names,
+            channel_names,
+        }
+    }
 }
 
 /// One answered request, as counted.
@@ -106,7 +137,13 @@ impl Metrics {
         let writer_commits = IntCounter::new("db_commits_total", "Batches the database writer committed or tried to")?;
         let writer_commit_seconds =
             Counter::new("db_commit_seconds_total", "Time the database writer spent committing batches")?;
-        let collectors: [Box<dyn Collector>; 14] = [
+        let config_version =
+            IntGauge::new("config_version", "Configurations loaded since start: 1, plus one per successful reload")?;
+        let connections_refused = IntCounterVec::new(
+            Opts::new("connections_refused_total", "Client connections closed unserved, by reason"),
+            &["reason"],
+        )?;
+        let collectors: [Box<dyn Collector>; 16] = [
             Box::new(requests.clone()),
             Box::new(total.clone()),
             Box::new(ttfb.clone()),
@@ -121,26 +158,19 @@ impl Metrics {
             Box::new(config_loaded.clone()),
             Box::new(writer_commits.clone()),
             Box::new(writer_commit_seconds.clone()),
+            Box::new(config_version.clone()),
+            Box::new(connections_refused.clone()),
         ];
         for c in collectors {
             registry.register(c)?;
         }
-        let mut model_names: Vec<String> = models.to_vec();
-        model_names.push("other".into());
-        let mut channel_names: Vec<String> = channels.to_vec();
-        channel_names.push("none".into());
-        let slots = ENDPOINTS.len() * model_names.len() * CLASSES.len() * channel_names.len();
         Ok(Metrics {
-            models: models.iter().enumerate().map(|(i, m)| (m.clone(), i)).collect(),
-            channels: channels.iter().enumerate().map(|(i, c)| (c.clone(), i)).collect(),
-            request_slots: (0..slots).map(|_| OnceCell::new()).collect(),
+            labels: ArcSwap::from_pointee(Labels::new(models, channels)),
             total: ENDPOINTS.iter().map(|e| total.with_label_values(&[*e])).collect(),
             ttfb: ENDPOINTS.iter().map(|e| ttfb.with_label_values(&[*e])).collect(),
             tokens: TOKEN_CLASSES.iter().map(|c| tokens.with_label_values(&[*c])).collect(),
             refusals: REFUSALS.iter().map(|r| refusals.with_label_values(&[*r])).collect(),
             failovers: FAILOVER_REASONS.iter().map(|r| failovers.with_label_values(&[*r])).collect(),
-            model_names,
-            channel_names,
             registry,
             requests,
             credits,
@@ -151,14 +181,26 @@ impl Metrics {
             writer_commits,
             writer_commit_seconds,
             config_loaded,
+            config_version,
+            connections_refused: CONNECTION_REFUSALS
+                .iter()
+                .map(|r| connections_refused.with_label_values(&[*r]))
+                .collect(),
         })
+    }
+
+    /// Labels for the models and channels of a reloaded configuration.
+    /// Series already counted stay (Prometheus counters never go back).
+    pub fn relabel(&self, models: &[String], channels: &[String]) {
+        self.labels.store(Arc::new(Labels::new(models, channels)));
     }
 
     /// Counts an answered request.
     pub fn observe(&self, o: &Observed) {
+        let l = self.labels.load();
         let e = index(ENDPOINTS, o.endpoint);
-        let m = o.model.and_then(|m| self.models.get(m)).copied().unwrap_or(self.model_names.len() - 1);
-        let c = o.channel.and_then(|c| self.channels.get(c)).copied().unwrap_or(self.channel_names.len() - 1);
+        let m = o.model.and_then(|m| l.models.get(m)).copied().unwrap_or(l.model_names.len() - 1);
+        let c = o.channel.and_then(|c| l.channels.get(c)).copied().unwrap_or(l.channel_names.len() - 1);
         let class = match o.status {
             100..=199 => 0,
             200..=299 => 1,
@@ -167,15 +209,10 @@ impl Metrics {
             500..=599 => 4,
             _ => 5,
         };
-        let slot = ((e * self.model_names.len() + m) * CLASSES.len() + class) * self.channel_names.len() + c;
-        self.request_slots[slot]
+        let slot = ((e * l.model_names.len() + m) * CLASSES.len() + class) * l.channel_names.len() + c;
+        l.request_slots[slot]
             .get_or_init(|| {
-                self.requests.with_label_values(&[
-                    ENDPOINTS[e],
-                    &self.model_names[m],
-                    CLASSES[class],
-                    &self.channel_names[c],
-                ])
+                self.requests.with_label_values(&[ENDPOINTS[e], &l.model_names[m], CLASSES[class], &l.channel_names[c]])
             })
             .inc();
         self.total[e].observe(o.total_secs);
@@ -200,6 +237,11 @@ impl Metrics {
         }
     }
 
+    /// Counts a connection closed unserved, by a reason in `CONNECTION_REFUSALS`.
+    pub fn connection_refused(&self, reason: &str) {
+        self.connections_refused[index(CONNECTION_REFUSALS, reason)].inc();
+    }
+
     /// Counts a failover by a reason in `FAILOVER_REASONS`.
     pub fn failover(&self, reason: &str) {
         self.failovers[index(FAILOVER_REASONS, reason)].inc();
@@ -215,6 +257,7 @@ impl Metrics {
         self.writer_commits.inc_by(commits.saturating_sub(self.writer_commits.get()));
         self.writer_commit_seconds.inc_by((secs - self.writer_commit_seconds.get()).max(0.0));
         self.config_loaded.set(app.loaded_at / 1000);
+        self.config_version.set(app.version as i64);
         let now = crate::clock::now_ms();
         self.channel_up.reset();
         for ch in app.channels.all() {

@@ -3,15 +3,18 @@
 
 use crate::access_log::AccessLog;
 use crate::accounts::{Accounts, Directory};
-use crate::app::App;
+use crate::app::{App, Live};
 use crate::billing::Billing;
 use crate::channels::{Channels, Resolver};
 use crate::clock::SystemClock;
 use crate::config::{Config, DemoMode};
+use crate::connections;
 use crate::listen::{self, Bound};
 use crate::proxy::Gateway;
+use crate::reload::{OnHangup, Reloader};
 use crate::shutdown::{self, LogReopener, Signals};
 use crate::store::{self, writer::Writer};
+use crate::tls::Certificates;
 use async_trait::async_trait;
 use parking_lot::Mutex;
 use pingora::server::configuration::{Opt, ServerConf};
@@ -37,11 +40,16 @@ pub enum ServeError {
     Secret { source: std::io::Error },
 }
 
+/// The health-check service's longest tick.
+const HEALTH_TICK: Duration = Duration::from_secs(1);
+
 /// Command-line switches of `serve`.
 #[derive(Debug, Default, Clone)]
 pub struct ServeOptions {
     pub daemon: bool,
     pub upgrade: bool,
+    /// The file `cfg` came from, re-read on reload.
+    pub config_path: std::path::PathBuf,
 }
 
 /// Whether the demo upstream stands in, given the conf.
@@ -103,6 +111,7 @@ pub fn serve(cfg: Config, opts: ServeOptions) -> Result<(), ServeError> {
     let app = App::new(cfg.clone(), accounts.clone(), billing.clone(), channels.clone(), writer, access_log, demo)
         .map_err(|source| ServeError::Secret { source })?;
     let app = Arc::new(app);
+    let live = Live::new(app.clone());
 
     let conf = ServerConf {
         threads: cfg.threads,
@@ -119,29 +128,34 @@ pub fn serve(cfg: Config, opts: ServeOptions) -> Result<(), ServeError> {
     let mut server = Server::new_with_opt_and_conf(opt, conf);
 
     // The proxy service and its listeners.
-    let mut proxy =
-        pingora::proxy::http_proxy_service_with_name(&server.configuration, Gateway::new(app.clone()), "codex-proxy");
-    if let Some(p) = proxy.app_logic_mut() {
-        let mut options = pingora::apps::HttpServerOptions::default();
-        options.h2c = cfg.h2c;
-        // An idle HTTP/2 connection is closed like an idle HTTP/1.1 one
-        // (Pingora keeps it forever otherwise).
-        options.h2_idle_timeout = Some(cfg.keepalive_timeout).filter(|d| !d.is_zero());
-        p.server_options = Some(options);
-    }
+    let mut proxy_app = pingora::proxy::http_proxy(&server.configuration, Gateway::new(live.clone()));
+    let mut options = pingora::apps::HttpServerOptions::default();
+    options.h2c = cfg.h2c;
+    // An idle HTTP/2 connection is closed like an idle HTTP/1.1 one
+    // (Pingora keeps it forever otherwise).
+    options.h2_idle_timeout = Some(cfg.keepalive_timeout).filter(|d| !d.is_zero());
+    proxy_app.server_options = Some(options);
+    let limits =
+        connections::Limits { per_ip: cfg.max_connections_per_ip, header_timeout: cfg.header_timeout, h2c: cfg.h2c };
+    let guarded = connections::Guarded::new(proxy_app, limits, app.opening.clone(), app.metrics.clone());
+    let mut proxy = pingora::services::listening::Service::new("codex-proxy".to_string(), guarded);
     let mut bound = Vec::new();
+    let mut certs = Vec::new();
     for l in &cfg.listeners {
         let b = Bound::reserve(l.address).map_err(|source| ServeError::Bind { addr: l.address, source })?;
         let addr = b.addr.to_string();
         match &l.tls {
             Some(tls) => {
-                let mut settings = pingora::listeners::tls::TlsSettings::intermediate(
-                    &tls.cert.display().to_string(),
-                    &tls.key.display().to_string(),
-                )
-                .map_err(|e| ServeError::Tls { addr: l.address, message: e.to_string() })?;
+                let tls_error = |message: String| ServeError::Tls { addr: l.address, message };
+                let slot = Certificates::load(tls).map_err(|e| tls_error(e.to_string()))?;
+                // The certificate comes from the slot a reload swaps, not
+                // from the files Pingora would read once.
+                let mut settings =
+                    pingora::listeners::tls::TlsSettings::intermediate("", "").map_err(|e| tls_error(e.to_string()))?;
+                settings.set_cert_resolver(slot.clone());
                 settings.enable_h2();
                 proxy.add_tls_with_settings(&addr, b.socket_options(), settings);
+                certs.push((l.address, slot));
             }
             None => match b.socket_options() {
                 Some(o) => proxy.add_tcp_with_settings(&addr, o),
@@ -151,6 +165,8 @@ pub fn serve(cfg: Config, opts: ServeOptions) -> Result<(), ServeError> {
         bound.push(b);
     }
     server.add_service(proxy);
+    let reloader =
+        Arc::new(Reloader::new(opts.config_path.clone(), live.clone(), demo_listener.as_ref().map(|(_, a)| *a), certs));
 
     // The admin API, on its own listener.
     let admin_addr = match cfg.admin.listen {
@@ -159,7 +175,7 @@ pub fn serve(cfg: Config, opts: ServeOptions) -> Result<(), ServeError> {
             let b = Bound::reserve(addr).map_err(|source| ServeError::Bind { addr, source })?;
             let mut admin = pingora::services::listening::Service::new(
                 "admin".into(),
-                crate::admin::Admin::new(app.clone(), token),
+                crate::admin::Admin::new(reloader.clone(), token),
             );
             admin.threads = Some(1);
             match b.socket_options() {
@@ -213,21 +229,22 @@ pub fn serve(cfg: Config, opts: ServeOptions) -> Result<(), ServeError> {
             OnStart::new(move || task.spawn().map(|_| ()).map_err(|e| e.to_string())),
         ));
     }
-    server.add_service(background_service("resolver", Resolver::new(channels.clone(), Duration::from_secs(60))));
-    // One health-check loop for every pool (they share the registry).
-    if let Some(tick) = crate::channels::health::tick(channels.all()) {
-        let mut hc = pingora::lb::HealthCheckService::new(channels.pools().registry().clone());
-        hc.health_check_frequency = Some(tick);
-        hc.parallel_health_check = true;
-        server.add_service(background_service("health-check", hc));
-    }
+    server.add_service(background_service("resolver", Resolver::new(live.clone(), Duration::from_secs(60))));
+    // One health-check loop for every pool of every generation (they share
+    // the registry). It ticks at least every second, so a channel a reload
+    // adds with a short interval is probed on time; a channel not yet due
+    // costs nothing.
+    let tick = crate::channels::health::tick(channels.all()).map_or(HEALTH_TICK, |t| t.min(HEALTH_TICK));
+    let mut hc = pingora::lb::HealthCheckService::new(channels.pools().registry().clone());
+    hc.health_check_frequency = Some(tick);
+    hc.parallel_health_check = true;
+    server.add_service(background_service("health-check", hc));
     server.add_service(background_service("log-reopen", LogReopener(app.clone())));
+    server.add_service(background_service("reload", OnHangup(reloader.clone())));
     if let Some(keep) = cfg.usage_retention {
         server.add_service(background_service("usage-pruner", UsagePruner(app.clone(), keep)));
     }
-    if app.payments.is_some() {
-        server.add_service(background_service("order-expiry", OrderExpiry(app.clone())));
-    }
+    server.add_service(background_service("order-expiry", OrderExpiry(live.clone())));
     if let Some((listener, _)) = demo_listener {
         server.add_service(background_service("demo-upstream", DemoUpstream(Mutex::new(Some(listener)))));
     }
@@ -286,8 +303,9 @@ where
     }
 }
 
-/// Expires unpaid orders whose time is up, every minute.
-struct OrderExpiry(Arc<App>);
+/// Expires unpaid orders whose time is up, every minute (while payments are
+/// configured: a reload may turn them on or off).
+struct OrderExpiry(Arc<Live>);
 
 #[async_trait]
 impl BackgroundService for OrderExpiry {
@@ -295,12 +313,17 @@ impl BackgroundService for OrderExpiry {
         let mut tick = tokio::time::interval(Duration::from_secs(60));
         loop {
             tokio::select! {
-                _ = tick.tick() => match crate::payments::expire_due(&self.0).await {
-                    Ok(0) => {}
-                    Ok(n) => log::info!("{n} unpaid order(s) expired"),
-                    Err(e) => log::error!("expiring orders failed: {e}"),
-                },
+                _ = tick.tick() => {}
                 _ = shutdown.changed() => return,
+            }
+            let app = self.0.current();
+            if app.payments.is_none() {
+                continue;
+            }
+            match crate::payments::expire_due(&app).await {
+                Ok(0) => {}
+                Ok(n) => log::info!("{n} unpaid order(s) expired"),
+                Err(e) => log::error!("expiring orders failed: {e}"),
             }
         }
     }

@@ -37,7 +37,7 @@ pub struct Signals {
 /// Pingora's fixed grace sleep.
 fn drain_and_exit(app: Arc<App>, grace: Duration) {
     let deadline = Instant::now() + grace;
-    while app.inflight() > 0 && Instant::now() < deadline {
+    while app.pending() > 0 && Instant::now() < deadline {
         std::thread::sleep(Duration::from_millis(20));
     }
     if app.inflight() > 0 {

@@ -249,3 +249,77 @@ fn usage_retention_is_validated_and_db_vacuum_turns_on_incremental_vacuum() {
     let mode: i64 = db.query_row("PRAGMA auto_vacuum", [], |r| r.get(0)).unwrap();
     assert_eq!(mode, 2, "incremental");
 }
+
+/// Reads from `s` until the server closes it; `None` when it stays open past `wait`.
+fn closed_within(s: &mut TcpStream, wait: Duration) -> Option<Duration> {
+    let started = Instant::now();
+    s.set_read_timeout(Some(wait)).unwrap();
+    let mut buf = [0u8; 4096];
+    loop {
+        match s.read(&mut buf) {
+            Ok(0) => return Some(started.elapsed()),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Some(started.elapsed()),
+            Err(_) => return None,
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_slow_request_head_is_cut_off_and_a_client_address_holds_few_connections() {
+    let fake = fake();
+    let yaml = conf(&fake).replace(
+        "  grace_period: 5s",
+        "  grace_period: 5s\n  header_timeout: 1s\n  max_connections_per_ip: 3\n  keepalive_timeout: 30s",
+    );
+    let (gw, keys) = Gateway::start_with_keys(&yaml, &["s@x.io"]);
+
+    // Slowloris: a byte every 300 ms never completes the head in time.
+    let mut slow = TcpStream::connect(gw.addr).unwrap();
+    let trickle = std::thread::spawn({
+        let mut s = slow.try_clone().unwrap();
+        move || {
+            for b in b"GET /v1/models HTTP/1.1\r\nHost: x\r\nX-Slow: 1234567890".iter().take(20) {
+                if s.write_all(&[*b]).is_err() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(300));
+            }
+        }
+    });
+    let cut = closed_within(&mut slow, Duration::from_secs(5)).expect("the server closes a slow head");
+    assert!(cut < Duration::from_secs(3), "closed after {cut:?}");
+    trickle.join().unwrap();
+
+    // A client that sends its head in time is served, and may then keep
+    // its connection idle past the head deadline (keepalive_timeout rules).
+    let ok = format!("GET /v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\r\n", keys[0]);
+    let mut kept = TcpStream::connect(gw.addr).unwrap();
+    kept.write_all(ok.as_bytes()).unwrap();
+    kept.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let answer = |s: &mut TcpStream| {
+        let mut buf = [0u8; 65536];
+        let n = s.read(&mut buf).unwrap();
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    assert!(answer(&mut kept).starts_with("HTTP/1.1 200"));
+    std::thread::sleep(Duration::from_millis(1500));
+    kept.write_all(ok.as_bytes()).unwrap();
+    assert!(answer(&mut kept).starts_with("HTTP/1.1 200"));
+
+    // Three connections from 127.0.0.1 are open (with `kept`); a fourth is
+    // closed at once, and a slot frees when one closes.
+    let _two = TcpStream::connect(gw.addr).unwrap();
+    let _three = TcpStream::connect(gw.addr).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let mut fourth = TcpStream::connect(gw.addr).unwrap();
+    assert!(closed_within(&mut fourth, Duration::from_secs(2)).is_some(), "over the limit");
+    drop(kept);
+    std::thread::sleep(Duration::from_millis(200));
+    let (resp, _) =
+        raw(&gw, ok.replace("HTTP/1.1\r\n", "HTTP/1.1\r\nConnection: close\r\n").as_bytes(), Duration::from_secs(5));
+    assert!(resp.starts_with("HTTP/1.1 200"), "{resp}");
+
+    let log = gw.stderr_text();
+    assert!(log.contains("holds server.max_connections_per_ip already"), "{log}");
+}

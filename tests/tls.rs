@@ -140,3 +140,58 @@ async fn cleartext_h2_with_prior_knowledge_when_enabled() {
     // HTTP/1.1 clients are still served on the same listener.
     assert_eq!(say_hi(&gw, &keys[0]).await, 200);
 }
+
+/// Waits (bounded) until the gateway's log holds `needle` `n` times.
+fn wait_log(gw: &Gateway, needle: &str, n: usize) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while gw.stderr_text().matches(needle).count() < n {
+        assert!(std::time::Instant::now() < deadline, "no {needle:?} in the log:\n{}", gw.stderr_text());
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_serves_new_certificates_without_dropping_open_connections() {
+    let fake = fake();
+    let (gw, key, old_ca) = https_gateway(&fake);
+    let url = format!("https://localhost:{}/v1/chat/completions", gw.addr.port());
+    let open = client_for(gw.addr, &old_ca).build().unwrap();
+    let r = open.post(&url).bearer_auth(&key).json(&chat(false)).send().await.unwrap();
+    assert_eq!((r.status().as_u16(), r.version()), (200, http::Version::HTTP_2));
+    // A stream runs across the reload on the open connection.
+    fake.script(codex_proxy::fake_upstream::Behavior {
+        chunk_delay_ms: 100,
+        text: Some("w ".repeat(10)),
+        ..Default::default()
+    });
+    let stream = open.post(&url).bearer_auth(&key).json(&chat(true)).send().await.unwrap();
+
+    // New files in place, then SIGHUP.
+    let dir = gw.dir.path().join("renewed");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (_, new_ca) = tls_listener(&dir);
+    for f in ["cert.pem", "key.pem"] {
+        std::fs::copy(dir.join(f), gw.dir.path().join(f)).unwrap();
+    }
+    gw.signal(libc::SIGHUP);
+    wait_log(&gw, "configuration reloaded", 1);
+
+    // The open connection carries on: the stream ends, another request goes.
+    let body = stream.text().await.unwrap();
+    assert_eq!(sse_events(&body).last().map(|e| e.1.as_str()), Some("[DONE]"), "{body}");
+    let r = open.post(&url).bearer_auth(&key).json(&chat(false)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    // A new connection gets the new certificate: the old CA no longer
+    // verifies it, the new one does.
+    let stale = client_for(gw.addr, &old_ca).build().unwrap();
+    assert!(stale.post(&url).bearer_auth(&key).json(&chat(false)).send().await.is_err());
+    let fresh = client_for(gw.addr, &new_ca).build().unwrap();
+    assert_eq!(fresh.post(&url).bearer_auth(&key).json(&chat(false)).send().await.unwrap().status(), 200);
+
+    // A broken key file is refused; the certificate in use stays.
+    std::fs::write(gw.dir.path().join("key.pem"), "not a key").unwrap();
+    gw.signal(libc::SIGHUP);
+    wait_log(&gw, "reload refused", 1);
+    let again = client_for(gw.addr, &new_ca).build().unwrap();
+    assert_eq!(again.post(&url).bearer_auth(&key).json(&chat(false)).send().await.unwrap().status(), 200);
+}

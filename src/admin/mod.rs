@@ -7,6 +7,7 @@ pub mod routes;
 mod settings;
 
 use crate::app::App;
+use crate::reload::Reloader;
 use async_trait::async_trait;
 use bytes::Bytes;
 use http::{Response, StatusCode};
@@ -20,13 +21,18 @@ use subtle::ConstantTimeEq;
 const MAX_BODY: usize = 1 << 20;
 
 pub struct Admin {
-    app: Arc<App>,
+    reloader: Arc<Reloader>,
     token: String,
 }
 
 impl Admin {
-    pub fn new(app: Arc<App>, token: String) -> Admin {
-        Admin { app, token }
+    pub fn new(reloader: Arc<Reloader>, token: String) -> Admin {
+        Admin { reloader, token }
+    }
+
+    /// The configuration generation a new admin request runs on.
+    fn app(&self) -> Arc<App> {
+        self.reloader.live().current()
     }
 }
 
@@ -134,9 +140,21 @@ async fn read_body(s: &mut ServerSession, limit: usize) -> Result<Option<Vec<u8>
 }
 
 impl Admin {
+    /// `POST /admin/config/reload`: reloads the file now and answers with
+    /// the outcome (422 with every error when the file was refused).
+    async fn reload(&self) -> AdminResult {
+        let reloader = self.reloader.clone();
+        let outcome = tokio::task::spawn_blocking(move || reloader.reload())
+            .await
+            .map_err(|e| AdminError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+        let status = if outcome.ok { StatusCode::OK } else { StatusCode::UNPROCESSABLE_ENTITY };
+        Ok(Reply::Json(status, json!(outcome)))
+    }
+
     /// The operator console: every path outside `/admin/`.
     async fn operator(&self, s: &mut ServerSession) -> Response<Vec<u8>> {
-        let Some(site) = &self.app.site else {
+        let app = self.app();
+        let Some(site) = &app.site else {
             return json_response(StatusCode::NOT_FOUND, &json!({"error": "the website is off (console.enabled)"}));
         };
         let h = s.req_header();
@@ -150,7 +168,7 @@ impl Admin {
             Err(e) => return respond(StatusCode::BAD_REQUEST, "text/plain", e.into_bytes()),
         };
         let req = crate::web::Request { method, path, query, headers, body, client_ip, tls };
-        let resp = site.handle_operator(&self.app, &req, &self.token).await;
+        let resp = site.handle_operator(&app, &req, &self.token).await;
         let mut out = Response::builder().status(resp.status);
         for (k, v) in &resp.headers {
             out = out.header(*k, v.as_str());
@@ -179,7 +197,8 @@ impl ServeHttp for Admin {
         // For Prometheus: no token, like the health endpoints. The admin
         // listener is meant to stay private (loopback by default).
         if path == "/metrics" {
-            return respond(StatusCode::OK, "text/plain; version=0.0.4", self.app.metrics.render(&self.app));
+            let app = self.app();
+            return respond(StatusCode::OK, "text/plain; version=0.0.4", app.metrics.render(&app));
         }
         if path != "/admin" && !path.starts_with("/admin/") {
             return self.operator(s).await;
@@ -205,7 +224,11 @@ impl ServeHttp for Admin {
             Err(e) => return json_response(StatusCode::BAD_REQUEST, &json!({"error": e})),
         };
         let req = Req { actor: "admin-api".into(), method, segments, query, body: Bytes::from(body) };
-        match routes::route(&self.app, req).await {
+        let answer = match (req.method.as_str(), req.segments.as_slice()) {
+            ("POST", [a, c, r]) if a == "admin" && c == "config" && r == "reload" => self.reload().await,
+            _ => routes::route(&self.app(), req).await,
+        };
+        match answer {
             Ok(Reply::Json(status, v)) => json_response(status, &v),
             Ok(Reply::Text(t)) => respond(StatusCode::OK, "text/plain; charset=utf-8", t.into_bytes()),
             Err(AdminError(status, msg)) => json_response(status, &json!({"error": msg})),

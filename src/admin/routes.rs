@@ -486,7 +486,9 @@ pub async fn route(app: &Arc<App>, req: Req) -> AdminResult {
         ("GET", ["admin", "requests"]) => requests_page(app, &req, tz).await,
         ("GET", ["admin", "overview"]) => overview(app, &req).await,
         ("GET", ["admin", "config"]) => ok(json!({
+            "version": app.version,
             "loaded_at": when(Some(app.loaded_at)),
+            "last_reload": app.reloads.last(),
             "summary": super::settings::summary(&app.config),
             "effective": format!("{:#?}", app.config),
         })),

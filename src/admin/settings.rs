@@ -28,6 +28,8 @@ pub fn summary(c: &Config) -> Value {
         ["server.threads", c.threads],
         ["server.grace_period", secs(c.grace_period)],
         ["server.keepalive_timeout", secs(c.keepalive_timeout)],
+        ["server.header_timeout", c.header_timeout.map_or("off".to_string(), secs)],
+        ["server.max_connections_per_ip", c.max_connections_per_ip.map_or("no limit".to_string(), |n| n.to_string())],
         ["server.max_body_size", format!("{} bytes", c.max_body_bytes)],
         ["storage.data_dir", path(&c.data_dir)],
         ["storage.database", path(&c.database)],

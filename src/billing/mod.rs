@@ -28,6 +28,7 @@ use crate::config::Config;
 use crate::error::GatewayError;
 use crate::limits::{self, MinuteWindow};
 use crate::store::{self, writer::LedgerEntry, StoreError};
+use arc_swap::ArcSwap;
 use parking_lot::{Mutex, RwLock};
 use rusqlite::Connection;
 use std::collections::HashMap;
@@ -77,7 +78,9 @@ impl Source {
 }
 
 pub struct Billing {
-    cfg: Arc<Config>,
+    /// Plans and billing parameters; replaced by a reload (the day boundary,
+    /// `days`, is fixed for the life of the process).
+    cfg: ArcSwap<Config>,
     days: Days,
     clock: Arc<dyn Clock>,
     users: RwLock<HashMap<i64, Arc<Mutex<UserState>>>>,
@@ -166,8 +169,19 @@ impl Billing {
             };
             users.insert(*id, Arc::new(Mutex::new(st)));
         }
-        let billing = Billing { cfg, days, clock, users: RwLock::new(users), last_ledger_id: Mutex::new(last) };
+        let billing = Billing {
+            cfg: ArcSwap::new(cfg),
+            days,
+            clock,
+            users: RwLock::new(users),
+            last_ledger_id: Mutex::new(last),
+        };
         Ok((billing, LedgerCheck { loaded: credits, through: last }))
+    }
+
+    /// Plans and billing parameters for requests admitted from now on.
+    pub fn set_config(&self, cfg: Arc<Config>) {
+        self.cfg.store(cfg);
     }
 
     /// Applies a correction found by checking the loaded totals against the
@@ -240,9 +254,10 @@ impl Billing {
         reservation: i64,
     ) -> Result<Ticket, GatewayError> {
         let now = self.now_ms();
-        let plan = user.active_plan(&self.cfg, now).map(|(_, p)| p);
+        let cfg = self.cfg.load();
+        let plan = user.active_plan(&cfg, now).map(|(_, p)| p);
         limits::check_model(plan, key, model)?;
-        let concurrency = plan.and_then(|p| p.concurrency).unwrap_or(self.cfg.billing.default_concurrency);
+        let concurrency = plan.and_then(|p| p.concurrency).unwrap_or(cfg.billing.default_concurrency);
         let st = self.state(user.id);
         let mut st = st.lock();
         if st.inflight >= concurrency {
@@ -287,7 +302,8 @@ impl Billing {
     /// The user's account now.
     pub fn view(&self, user: &UserEntry) -> AccountView {
         let now = self.now_ms();
-        let plan = user.active_plan(&self.cfg, now).map(|(_, p)| p);
+        let cfg = self.cfg.load();
+        let plan = user.active_plan(&cfg, now).map(|(_, p)| p);
         let st = self.state(user.id);
         let mut st = st.lock();
         st.roll_day(self.days.day_of(now));
@@ -297,7 +313,7 @@ impl Billing {
             reserved: st.reserved,
             plan_used_today: st.plan_used,
             inflight: st.inflight,
-            concurrency_limit: plan.and_then(|p| p.concurrency).unwrap_or(self.cfg.billing.default_concurrency),
+            concurrency_limit: plan.and_then(|p| p.concurrency).unwrap_or(cfg.billing.default_concurrency),
             next_reset_ms: self.days.next_reset(now),
         }
     }
@@ -307,7 +323,7 @@ impl Billing {
         let now = self.now_ms();
         let st = self.state(user_id);
         let (n, free_at) = st.lock().redeem_failures.count(now, REDEEM_WINDOW_MS);
-        if n >= self.cfg.billing.redeem_failures_per_10min as usize {
+        if n >= self.cfg.load().billing.redeem_failures_per_10min as usize {
             return Err(GatewayError::RedeemThrottled { retry_after: ((free_at - now + 999) / 1000).max(1) as u64 });
         }
         Ok(())

@@ -23,7 +23,7 @@ use pingora::http::RequestHeader;
 use pingora::upstreams::peer::HttpPeer;
 use state::ChannelState;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -37,13 +37,23 @@ pub enum Route {
 /// How long an idle pooled upstream connection is kept.
 const POOL_IDLE: Duration = Duration::from_secs(60);
 
+/// Channel identities are unique for the life of the process, so a channel
+/// keeps its Pingora backend (and health) across reloads while its position
+/// in the list (`index`) may change.
+static NEXT_UID: AtomicU64 = AtomicU64::new(1);
+
 /// One upstream account behind one base URL.
 pub struct Channel {
+    /// Position in this configuration's list.
     pub index: usize,
+    /// Identity across reloads: kept while the channel's configuration is
+    /// unchanged.
+    pub uid: u64,
     pub cfg: ChannelConfig,
     /// Whether this channel points at the built-in demo upstream.
     pub demo: bool,
-    pub state: ChannelState,
+    /// Shared with the same upstream account in a reloaded configuration.
+    pub state: Arc<ChannelState>,
     /// Resolved addresses of `cfg.base_url.host`, refreshed in the background.
     addrs: ArcSwap<Vec<SocketAddr>>,
     next_addr: AtomicUsize,
@@ -60,12 +70,35 @@ impl Channel {
             .unwrap_or_default();
         Channel {
             index,
+            uid: NEXT_UID.fetch_add(1, Ordering::Relaxed),
             cfg,
             demo,
-            state: ChannelState::new(),
+            state: Arc::new(ChannelState::new()),
             addrs: ArcSwap::from_pointee(addrs),
             next_addr: AtomicUsize::new(0),
         }
+    }
+
+    /// This channel in a reloaded configuration, when `previous` is the same
+    /// upstream account (name, kind, base URL and key): it keeps its health,
+    /// cool-down and resolved addresses, and its identity too when nothing
+    /// else about it changed.
+    fn carried(index: usize, cfg: ChannelConfig, demo: bool, previous: Option<&Channel>) -> Channel {
+        let mut ch = Channel::new(index, cfg, demo);
+        let Some(prev) = previous.filter(|p| p.same_account(&ch)) else { return ch };
+        ch.state = prev.state.clone();
+        if ch.addrs().is_empty() {
+            ch.set_addrs(prev.addrs().to_vec());
+        }
+        if prev.cfg == ch.cfg {
+            ch.uid = prev.uid;
+        }
+        ch
+    }
+
+    fn same_account(&self, other: &Channel) -> bool {
+        let (a, b) = (&self.cfg, &other.cfg);
+        a.name == b.name && a.kind == b.kind && a.base_url == b.base_url && a.api_key == b.api_key
     }
 
     pub fn name(&self) -> &str {
@@ -170,7 +203,7 @@ impl Channel {
         peer.options.idle_timeout = Some(POOL_IDLE);
         peer.options.write_timeout = Some(t.idle);
         // Keep each channel's connections apart (two accounts on one host).
-        peer.group_key = self.index as u64 + 1;
+        peer.group_key = self.uid;
         peer
     }
 
@@ -193,6 +226,26 @@ impl Channels {
     /// pointed at the built-in fake upstream at that address (keeping its kind
     /// and models).
     pub fn build(cfg: &Config, demo: Option<SocketAddr>) -> std::io::Result<Channels> {
+        let registry = Arc::new(pingora::lb::HealthRegistry::new());
+        registry.set_health_check(Box::new(health::Probe::new()));
+        Self::assemble(cfg, demo, registry, |_| None)
+    }
+
+    /// Builds the channels of a reloaded configuration. A channel that is the
+    /// same upstream account as one of `self` carries over its health and
+    /// cool-downs; the pools join the same health registry, so the running
+    /// health-check service probes them (and forgets the old ones once the
+    /// last request on the old configuration is done).
+    pub fn rebuild(&self, cfg: &Config, demo: Option<SocketAddr>) -> std::io::Result<Channels> {
+        Self::assemble(cfg, demo, self.pools.registry().clone(), |name| self.by_name(name).map(Arc::as_ref))
+    }
+
+    fn assemble<'p>(
+        cfg: &Config,
+        demo: Option<SocketAddr>,
+        registry: Arc<pingora::lb::HealthRegistry>,
+        previous: impl Fn(&str) -> Option<&'p Channel>,
+    ) -> std::io::Result<Channels> {
         let list: Vec<Arc<Channel>> = cfg
             .channels
             .iter()
@@ -205,13 +258,13 @@ impl Channels {
                         BaseUrl { tls: false, host: addr.ip().to_string(), port: addr.port(), path: path.into() };
                     c.api_key = crate::config::Secret::new("demo");
                 }
-                Arc::new(Channel::new(i, c, demo.is_some()))
+                let prev = previous(&c.name);
+                Arc::new(Channel::carried(i, c, demo.is_some(), prev))
             })
             .collect();
-        let registry = Arc::new(pingora::lb::HealthRegistry::new());
-        registry.set_health_check(Box::new(health::Probe::new()));
-        // Building a pool runs its (static) discovery once: a throwaway
-        // runtime here, before the server forks or starts its own.
+        // Building a pool runs its (static) discovery once. At start this is
+        // before the server forks or starts its runtimes; on reload it runs
+        // on the reloading thread, off the request path.
         let rt = tokio::runtime::Builder::new_current_thread().build()?;
         let pools = rt.block_on(Pools::build(&list, registry)).map_err(|e| std::io::Error::other(e.to_string()))?;
         let affinity = Affinity::new(cfg.routing.affinity_max_entries, cfg.routing.affinity_ttl);

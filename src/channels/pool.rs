@@ -7,7 +7,7 @@
 //! Backend identity: Pingora's `Backend` compares and hashes `addr` and `weight`
 //! only, never `ext`, so two channels on the same host and port would collapse
 //! into one. Each channel therefore gets a synthetic Unix address
-//! `channel/<index>` (never connected to); the real peer is built from the
+//! `channel/<uid>` (never connected to); the real peer is built from the
 //! `Arc<Channel>` carried in `ext`.
 
 use super::Channel;
@@ -30,7 +30,7 @@ impl ServiceDiscovery for Fixed {
 
 /// The Pingora backend standing for a channel.
 pub fn backend(ch: &Arc<Channel>) -> Backend {
-    let path = format!("channel/{}", ch.index);
+    let path = format!("channel/{}", ch.uid);
     let addr =
         std::os::unix::net::SocketAddr::from_pathname(&path).expect("a short relative path is a valid unix address");
     let mut b = Backend {

@@ -3,6 +3,7 @@
 //! every host name at start and refreshes the addresses in the background.
 
 use super::Channels;
+use crate::app::Live;
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
@@ -10,15 +11,16 @@ use std::net::ToSocketAddrs;
 use std::sync::Arc;
 use std::time::Duration;
 
-/// Resolves channel hosts now and every `interval`.
+/// Resolves the hosts of the running configuration's channels every
+/// `interval` (a reload resolves its new channels itself).
 pub struct Resolver {
-    channels: Arc<Channels>,
+    live: Arc<Live>,
     interval: Duration,
 }
 
 impl Resolver {
-    pub fn new(channels: Arc<Channels>, interval: Duration) -> Resolver {
-        Resolver { channels, interval }
+    pub fn new(live: Arc<Live>, interval: Duration) -> Resolver {
+        Resolver { live, interval }
     }
 
     /// Resolves every host name once (blocking; for start-up and this service).
@@ -50,8 +52,8 @@ impl Resolver {
 impl BackgroundService for Resolver {
     async fn start(&self, mut shutdown: ShutdownWatch) {
         loop {
-            let channels = self.channels.clone();
-            let _ = tokio::task::spawn_blocking(move || Resolver::resolve_all(&channels)).await;
+            let app = self.live.current();
+            let _ = tokio::task::spawn_blocking(move || Resolver::resolve_all(&app.channels)).await;
             tokio::select! {
                 _ = tokio::time::sleep(self.interval) => {}
                 _ = shutdown.changed() => return,

@@ -29,8 +29,18 @@ fn admin_token(cfg: &Config) -> Result<String, String> {
         .map_err(|e| format!("no admin token in the config and cannot read {}: {e}", path.display()))
 }
 
-/// Calls the running gateway's admin API.
+/// Calls the running gateway's admin API; a status other than 200 is an
+/// error carrying the API's message.
 fn admin_call(cfg: &Config, method: &str, path: &str) -> Result<Value, String> {
+    let (status, v) = admin_request(cfg, method, path)?;
+    if status != 200 {
+        return Err(format!("admin API answered {status}: {}", v["error"]));
+    }
+    Ok(v)
+}
+
+/// Calls the running gateway's admin API: the status and the JSON answer.
+pub(super) fn admin_request(cfg: &Config, method: &str, path: &str) -> Result<(u16, Value), String> {
     let mut addr = cfg.admin.listen.ok_or("the admin API is disabled (admin.listen)")?;
     if addr.port() == 0 {
         // An OS-picked port: the running gateway wrote it down.
@@ -63,10 +73,7 @@ fn admin_call(cfg: &Config, method: &str, path: &str) -> Result<Value, String> {
             body.extend_from_slice(&b);
         }
         let v: Value = serde_json::from_slice(&body).map_err(|e| format!("admin API answered {status}: {e}"))?;
-        if status != 200 {
-            return Err(format!("admin API answered {status}: {}", v["error"]));
-        }
-        Ok(v)
+        Ok((status, v))
     })
 }
 

@@ -8,6 +8,7 @@ mod orders;
 
 use crate::config::{self, Config};
 use clap::{Parser, Subcommand};
+use serde_json::Value;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -35,6 +36,9 @@ pub enum Command {
     },
     /// Validate a configuration file and print every error with its field path.
     Check,
+    /// Make the running gateway re-read its configuration file (as SIGHUP
+    /// does), after checking it here; prints what the gateway made of it.
+    Reload,
     /// Run the fake OpenAI/Anthropic upstream (demo, tests, benchmarks).
     FakeUpstream {
         #[arg(long, default_value = "127.0.0.1:0")]
@@ -123,7 +127,10 @@ pub fn main() -> ExitCode {
         .init();
     let result = match cli.command {
         Command::Serve { daemon, upgrade } => load(&cli.config).and_then(|cfg| {
-            crate::server::serve(cfg, crate::server::ServeOptions { daemon, upgrade }).map_err(|e| e.to_string())
+            // Absolute: a reload re-reads it, whatever the working directory is then.
+            let config_path = std::fs::canonicalize(&cli.config).unwrap_or_else(|_| cli.config.clone());
+            let opts = crate::server::ServeOptions { daemon, upgrade, config_path };
+            crate::server::serve(cfg, opts).map_err(|e| e.to_string())
         }),
         Command::Check => match config::load(&cli.config) {
             Ok(cfg) => {
@@ -144,6 +151,7 @@ pub fn main() -> ExitCode {
                 Err(format!("{} error(s)", e.0.len()))
             }
         },
+        Command::Reload => load(&cli.config).and_then(|cfg| reload(&cfg)),
         Command::FakeUpstream { listen, chat_only, key, threads } => fake_upstream(listen, chat_only, key, threads),
         Command::Users { command } => load(&cli.config).and_then(|cfg| accounts::users(&cfg, command)),
         Command::Keys { command } => load(&cli.config).and_then(|cfg| accounts::keys(&cfg, command)),
@@ -163,6 +171,38 @@ pub fn main() -> ExitCode {
             eprintln!("error: {e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+/// Reloads through the admin API, which answers with the outcome; without
+/// an admin listener, sends SIGHUP to the pid in the data directory (the
+/// outcome is then in the gateway's log).
+fn reload(cfg: &Config) -> Result<(), String> {
+    if cfg.admin.listen.is_none() {
+        let path = cfg.data_dir.join("codex-proxy.pid");
+        let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+        let pid: i32 = text.trim().parse().map_err(|_| format!("{} does not hold a pid", path.display()))?;
+        // SAFETY: kill(2) takes plain integers and touches no memory of ours.
+        if unsafe { libc::kill(pid, libc::SIGHUP) } != 0 {
+            return Err(format!("cannot signal process {pid}: {}", std::io::Error::last_os_error()));
+        }
+        println!("sent SIGHUP to {pid}: the gateway's log says how the reload went");
+        return Ok(());
+    }
+    let (status, v) = channels::admin_request(cfg, "POST", "/admin/config/reload")?;
+    for name in v["needs_upgrade"].as_array().into_iter().flatten() {
+        println!("{}: changed, needs an upgrade (the running value stays)", name.as_str().unwrap_or(""));
+    }
+    match status {
+        200 => {
+            println!("reloaded: configuration version {}", v["version"]);
+            Ok(())
+        }
+        422 => {
+            let errors: Vec<&str> = v["errors"].as_array().into_iter().flatten().filter_map(Value::as_str).collect();
+            Err(format!("the gateway refused the file and keeps version {}:\n{}", v["version"], errors.join("\n")))
+        }
+        _ => Err(format!("admin API answered {status}: {}", v["error"])),
     }
 }
 

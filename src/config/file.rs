@@ -53,6 +53,10 @@ pub struct ServerSection {
     pub max_headers: Option<Num>,
     /// Cleartext HTTP/2 (prior knowledge) on the plain listeners too.
     pub h2c: Option<bool>,
+    /// Open connections per client address, at most (0: no limit).
+    pub max_connections_per_ip: Option<Num>,
+    /// Time for a new connection's first request head (0s: no limit).
+    pub header_timeout: Option<Dur>,
 }
 
 /// A listener: either `"0.0.0.0:8080"` or `{address, tls: {cert, key}}`.

@@ -46,7 +46,7 @@ pub fn parse(text: &str, conf_dir: &Path, lookup: &dyn Fn(&str) -> Option<String
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use std::time::Duration;
 
@@ -58,7 +58,7 @@ mod tests {
         parse(text, Path::new("."), &no_env)
     }
 
-    const MINIMAL: &str = r#"
+    pub(crate) const MINIMAL: &str = r#"
 server:
   listen: ["127.0.0.1:0"]
 models:

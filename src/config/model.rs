@@ -71,6 +71,10 @@ pub struct Config {
     pub max_headers: usize,
     /// Plain listeners also take HTTP/2 with prior knowledge (h2c).
     pub h2c: bool,
+    /// Open connections one client address may hold (`None`: no limit).
+    pub max_connections_per_ip: Option<u32>,
+    /// Time a new HTTP/1 connection has to deliver its first request head.
+    pub header_timeout: Option<Duration>,
     pub data_dir: PathBuf,
     pub database: PathBuf,
     pub flush_interval: Duration,
@@ -190,7 +194,7 @@ pub struct ConsoleConfig {
     pub throttle: ThrottleConfig,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ThrottleConfig {
     pub sign_in_per_ip: u32,
     pub sign_in_per_account: u32,
@@ -387,7 +391,7 @@ impl fmt::Display for BaseUrl {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ChannelConfig {
     pub name: String,
     pub kind: ChannelKind,
@@ -417,7 +421,7 @@ pub struct Timeouts {
     pub total: Duration,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HealthCheck {
     pub enabled: bool,
     pub path: String,

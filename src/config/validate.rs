@@ -92,6 +92,8 @@ pub fn validate(file: FileConfig, conf_dir: &Path) -> Result<Config, ConfigError
         max_header_bytes: server.max_header_bytes,
         max_headers: server.max_headers,
         h2c: server.h2c,
+        max_connections_per_ip: server.max_connections_per_ip,
+        header_timeout: server.header_timeout,
         data_dir: storage.data_dir,
         database: storage.database,
         flush_interval: storage.flush_interval,
@@ -118,6 +120,8 @@ struct Server {
     max_header_bytes: usize,
     max_headers: usize,
     h2c: bool,
+    max_connections_per_ip: Option<u32>,
+    header_timeout: Option<Duration>,
 }
 
 fn server(c: &mut Check, s: &ServerSection, conf_dir: &Path) -> Server {
@@ -163,6 +167,18 @@ fn server(c: &mut Check, s: &ServerSection, conf_dir: &Path) -> Server {
         grace_period: s.grace_period.map(|d| d.0).unwrap_or(Duration::from_secs(10)),
         keepalive_timeout: s.keepalive_timeout.map(|d| d.0).unwrap_or(Duration::from_secs(60)),
         max_body_bytes: max_body_bytes as usize,
+        // 0 turns either off (say, behind a load balancer all clients share
+        // its address).
+        max_connections_per_ip: Some(c.u64(
+            "server.max_connections_per_ip",
+            s.max_connections_per_ip,
+            1024,
+            0,
+            1 << 20,
+        ))
+        .filter(|n| *n > 0)
+        .map(|n| n as u32),
+        header_timeout: Some(s.header_timeout.map(|d| d.0).unwrap_or(Duration::from_secs(15))).filter(|d| !d.is_zero()),
     }
 }
 

@@ -4,10 +4,11 @@
 use crate::access_log::AttemptLog;
 use crate::accounts::Identity;
 use crate::api::{Endpoint, ErrorShape};
-use crate::app::InFlight;
+use crate::app::{App, InFlight};
 use crate::billing::Ticket;
 use crate::usage::Usage;
 use rand::Rng;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 /// How a request went wrong: the access log's `error` field.
@@ -57,7 +58,8 @@ pub struct RequestCtx {
     pub failure: Option<Failure>,
     pub error_detail: Option<String>,
     pub translation: Option<&'static str>,
-    pub inflight: Option<InFlight>,
+    /// The generation the request runs on, counted as in flight.
+    inflight: InFlight,
     /// The admission of an LLM request: settled (charged) in `logging`.
     pub ticket: Option<Ticket>,
     /// What paid for the request, once settled.
@@ -98,7 +100,7 @@ fn request_id_at(ms: u64, rng: &mut impl Rng) -> String {
 }
 
 impl RequestCtx {
-    pub fn new() -> RequestCtx {
+    pub fn new(inflight: InFlight) -> RequestCtx {
         RequestCtx {
             request_id: new_request_id(),
             started: Instant::now(),
@@ -118,7 +120,7 @@ impl RequestCtx {
             failure: None,
             error_detail: None,
             translation: None,
-            inflight: None,
+            inflight,
             ticket: None,
             billed_to: None,
             quota_headers: Vec::new(),
@@ -126,11 +128,10 @@ impl RequestCtx {
             client_ip: None,
         }
     }
-}
 
-impl Default for RequestCtx {
-    fn default() -> Self {
-        Self::new()
+    /// The configuration generation this request runs on.
+    pub fn app(&self) -> &Arc<App> {
+        self.inflight.app()
     }
 }
 

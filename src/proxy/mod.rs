@@ -13,7 +13,7 @@ mod site;
 mod upstream;
 mod websocket;
 
-use crate::app::{App, InFlight};
+use crate::app::{InFlight, Live};
 use async_trait::async_trait;
 use ctx::RequestCtx;
 use pingora::prelude::*;
@@ -23,12 +23,12 @@ use std::sync::Arc;
 pub use handler::DEFAULT_EMBEDDING_MODEL;
 
 pub struct Gateway {
-    app: Arc<App>,
+    live: Arc<Live>,
 }
 
 impl Gateway {
-    pub fn new(app: Arc<App>) -> Gateway {
-        Gateway { app }
+    pub fn new(live: Arc<Live>) -> Gateway {
+        Gateway { live }
     }
 }
 
@@ -37,9 +37,9 @@ impl ProxyHttp for Gateway {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> RequestCtx {
-        let mut ctx = RequestCtx::new();
-        ctx.inflight = Some(InFlight::new(&self.app));
-        ctx
+        crate::connections::head_read();
+        // The request runs on the configuration current now, to its end.
+        RequestCtx::new(InFlight::new(self.live.current()))
     }
 
     /// Answers every request itself (`Ok(true)`): forwarding happens inside, through
@@ -50,8 +50,9 @@ impl ProxyHttp for Gateway {
         // body may send its next request meanwhile: with pipelining on, those
         // bytes are kept for the next request instead of being eaten.
         session.as_downstream_mut().set_pipelining_enabled(true);
-        let served = match handler::handle(&self.app, session, ctx).await {
-            Ok(handler::Next::WebSocket) => websocket::serve(&self.app, session, ctx).await,
+        let app = ctx.app().clone();
+        let served = match handler::handle(&app, session, ctx).await {
+            Ok(handler::Next::WebSocket) => websocket::serve(&app, session, ctx).await,
             other => other.map(|_| ()),
         };
         if let Err(e) = served {
@@ -66,6 +67,7 @@ impl ProxyHttp for Gateway {
     }
 
     async fn logging(&self, session: &mut Session, _e: Option<&pingora::Error>, ctx: &mut RequestCtx) {
-        settle::settle(&self.app, session, ctx).await;
+        let app = ctx.app().clone();
+        settle::settle(&app, session, ctx).await;
     }
 }

@@ -288,8 +288,7 @@ async fn serve_internal(app: &Arc<App>, io: DuplexStream, client_ip: Option<IpAd
         Ok(true) => {}
         _ => return,
     }
-    let mut ctx = RequestCtx::new();
-    ctx.inflight = Some(InFlight::new(app));
+    let mut ctx = RequestCtx::new(InFlight::new(app.clone()));
     ctx.client_ip = client_ip;
     // A turn is a POST: never another upgrade.
     if let Err(e) = handler::handle(app, &mut session, &mut ctx).await {

@@ -44,7 +44,13 @@ pub(super) async fn settings(env: &Env<'_>, op: &Operator) -> Response {
     let list = |v: &Value| v.as_array().cloned().unwrap_or_default();
     let content = html! {
         h1 { (t.op_settings) }
-        p.muted { (t.op_settings_lead) " " (t.op_loaded_at) " " (super::when(env, &v["loaded_at"])) "." }
+        p.muted { (t.op_settings_lead) " " (t.op_loaded_at) " " (super::when(env, &v["loaded_at"])) " (v" (v["version"]) ")." }
+        @if v["last_reload"]["ok"] == false {
+            div.note.warn {
+                p { (t.op_reload_refused) }
+                ul { @for e in list(&v["last_reload"]["errors"]) { li.mono { (s(&e)) } } }
+            }
+        }
         @for sec in list(&sum["sections"]) {
             h2 { (s(&sec["title"])) }
             div.table-wrap { table.settings { tbody { @for kv in list(&sec["settings"]) { tr {
