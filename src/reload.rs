@@ -240,7 +240,7 @@ mod tests {
     }
 
     fn base() -> String {
-        config::tests::MINIMAL.replace("\nmodels:", "  threads: 2\nstorage:\n  data_dir: /tmp/a\nmodels:")
+        config::tests::MINIMAL.replace("\nmodels:", "\n  threads: 2\nstorage:\n  data_dir: /tmp/a\nmodels:")
     }
 
     #[test]

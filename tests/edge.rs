@@ -311,7 +311,8 @@ async fn a_slow_request_head_is_cut_off_and_a_client_address_holds_few_connectio
     // closed at once, and a slot frees when one closes.
     let _two = TcpStream::connect(gw.addr).unwrap();
     let _three = TcpStream::connect(gw.addr).unwrap();
-    std::thread::sleep(Duration::from_millis(100));
+    // Accepted and counted by now; still well inside their 1 s head deadline.
+    std::thread::sleep(Duration::from_millis(300));
     let mut fourth = TcpStream::connect(gw.addr).unwrap();
     assert!(closed_within(&mut fourth, Duration::from_secs(2)).is_some(), "over the limit");
     drop(kept);
