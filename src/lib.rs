@@ -14,6 +14,7 @@
 //! - `server`, `listen`, `shutdown`: process wiring;
 //! - `connections`: per-address connection limits and the request-head deadline;
 //! - `reload`: re-reading the YAML file into a running gateway;
+//! - `upgrade`: handing the listeners to a new binary on SIGUSR2, and sd_notify;
 //! - `tls`: the listeners' certificates (swapped on reload);
 //! - `metrics`: Prometheus counters and their `/metrics` text;
 //! - `clock`: the one source of the current time, and billing days;
@@ -52,5 +53,6 @@ pub(crate) mod sse;
 pub(crate) mod store;
 pub(crate) mod tls;
 pub(crate) mod traffic;
+pub(crate) mod upgrade;
 pub(crate) mod usage;
 pub(crate) mod web;

@@ -52,6 +52,11 @@ pub struct ServeOptions {
     pub config_path: std::path::PathBuf,
 }
 
+/// Where a process started with `serve --upgrade` waits for the listeners.
+fn upgrade_sock(cfg: &Config) -> std::path::PathBuf {
+    cfg.data_dir.join("codex-proxy-upgrade.sock")
+}
+
 /// Whether the demo upstream stands in, given the conf.
 pub fn demo_active(cfg: &Config) -> bool {
     match cfg.demo {
@@ -120,7 +125,7 @@ pub fn serve(cfg: Config, opts: ServeOptions) -> Result<(), ServeError> {
         grace_period_seconds: Some(cfg.grace_period.as_secs()),
         graceful_shutdown_timeout_seconds: Some(1),
         pid_file: cfg.data_dir.join("codex-proxy.pid").display().to_string(),
-        upgrade_sock: cfg.data_dir.join("codex-proxy-upgrade.sock").display().to_string(),
+        upgrade_sock: upgrade_sock(&cfg).display().to_string(),
         daemon: opts.daemon,
         ..Default::default()
     };
@@ -241,6 +246,10 @@ pub fn serve(cfg: Config, opts: ServeOptions) -> Result<(), ServeError> {
     server.add_service(background_service("health-check", hc));
     server.add_service(background_service("log-reopen", LogReopener(app.clone())));
     server.add_service(background_service("reload", OnHangup(reloader.clone())));
+    server.add_service(background_service(
+        "upgrade",
+        crate::upgrade::OnUpgradeSignal { config_path: opts.config_path.clone(), upgrade_sock: upgrade_sock(&cfg) },
+    ));
     if let Some(keep) = cfg.usage_retention {
         server.add_service(background_service("usage-pruner", UsagePruner(app.clone(), keep)));
     }
@@ -402,5 +411,6 @@ impl BackgroundService for Ready {
         });
         log::info!("codex-proxy ready on {:?}{}", self.addrs, if self.demo { " (DEMO MODE)" } else { "" });
         println!("{line}");
+        crate::upgrade::notify_ready();
     }
 }

@@ -4,7 +4,8 @@
 //! last request is done, not after Pingora's fixed grace sleep. SIGQUIT is
 //! Pingora's graceful upgrade: the listeners go to the new process (started
 //! with `serve --upgrade`), then this one drains and flushes the same way.
-//! SIGUSR1 reopens the access log.
+//! SIGUSR1 reopens the access log. (SIGHUP reloads the configuration, see
+//! `reload`; SIGUSR2 starts the new binary and upgrades to it, see `upgrade`.)
 
 use crate::app::App;
 use async_trait::async_trait;

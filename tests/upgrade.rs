@@ -120,3 +120,70 @@ async fn an_upgrade_under_load_loses_and_double_counts_nothing() {
     assert_eq!(ledger, funded - charged, "every charge in the ledger once");
     assert_eq!(json(&b)["balance"].as_str().unwrap(), codex_proxy::config::units::format_credits(ledger));
 }
+
+/// The `MAINPID=` of the next message on systemd's notify socket.
+fn next_main_pid(notify: &std::os::unix::net::UnixDatagram) -> u32 {
+    let mut buf = [0u8; 256];
+    let n = notify.recv(&mut buf).expect("a notification within the timeout");
+    let text = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(text.contains("READY=1"), "{text}");
+    let pid = text.lines().find_map(|l| l.strip_prefix("MAINPID=")).expect("MAINPID");
+    pid.parse().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigusr2_upgrades_in_place_and_moves_systemds_main_pid() {
+    let fake = fake();
+    let dir = tempfile::tempdir().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let yaml = conf(&fake).replace("listen: [\"127.0.0.1:0\"]", &format!("listen: [\"127.0.0.1:{port}\"]"));
+    let conf_path = write_conf(dir.path(), &yaml);
+    let key = create_key(&conf_path, "s@x.io");
+    let socket_path = dir.path().join("notify");
+    let notify = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    notify.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut old = Gateway::start_in(dir, &yaml, &[("NOTIFY_SOCKET", socket_path.to_str().unwrap())]);
+    assert_eq!(next_main_pid(&notify), old.pid(), "systemd learns the first process");
+
+    // A stream that runs across the handover.
+    fake.script(Behavior { chunk_delay_ms: 200, text: Some("w ".repeat(15)), ..Default::default() });
+    let (url, k) = (old.url("/v1/chat/completions"), key.clone());
+    let stream = tokio::spawn(async move {
+        let body = json!({"model": "gpt-4o-mini", "stream": true, "messages": [{"role": "user", "content": "long"}]});
+        let r = client().post(url).bearer_auth(k).json(&body).send().await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    old.signal(libc::SIGUSR2);
+    let new_pid = tokio::task::spawn_blocking(move || next_main_pid(&notify)).await.unwrap();
+    assert_ne!(new_pid, old.pid(), "the new process announces itself as the main process");
+    let (status, text) = stream.await.unwrap();
+    assert_eq!(status, 200);
+    assert!(text.contains("[DONE]"), "the stream was cut: {text}");
+    let st = tokio::task::spawn_blocking(move || {
+        let st = old.wait_exit(Duration::from_secs(30));
+        (st, old)
+    })
+    .await
+    .unwrap();
+    let (exit, old) = st;
+    assert!(exit.is_some_and(|s| s.success()), "old process: {exit:?}\n{}", old.stderr_text());
+
+    // The new process serves the same port; then it stops like any other.
+    let c = reqwest::Client::builder().pool_max_idle_per_host(0).build().unwrap();
+    let body = json!({"model": "gpt-4o-mini", "messages": [{"role": "user", "content": "hi"}]});
+    let r = c.post(old.url("/v1/chat/completions")).bearer_auth(&key).json(&body).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    unsafe {
+        libc::kill(new_pid as i32, libc::SIGTERM);
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while old.stderr_text().matches("shutdown complete").count() < 2 {
+        assert!(Instant::now() < deadline, "the new process did not stop:\n{}", old.stderr_text());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let log = old.stderr_text();
+    assert!(log.contains("SIGUSR2: starting the new binary"), "{log}");
+    assert!(log.contains("is ready for the listeners: handing them over"), "{log}");
+}
