@@ -425,8 +425,16 @@ async fn a_dead_channel_loses_its_traffic_measured() {
         "channel death: all 40 requests answered 200; {} of them tried the dead channel first (the last {last:?} after its death), each failing over at once (slowest request {slowest:?}); then it was ejected",
         touched.len()
     );
-    assert!(touched.len() <= 3, "ejected after the failure threshold (3): {touched:?}");
-    assert_eq!(channel_state(&gw, "a").await["status"], "ejected");
+    // Ejected after the failure threshold (3) within the ejection time (2 s).
+    // On a slow machine the loop outlasts it: each time an ejection ends,
+    // one request tries the channel again (half-open) and re-ejects it.
+    let ejection = Duration::from_secs(2);
+    let early = touched.iter().filter(|&&i| times[i].0 < ejection).count();
+    assert!(early <= 3, "ejected after the failure threshold (3): {touched:?}");
+    let late = touched.len() - early;
+    let periods = (died.elapsed().as_secs_f64() / ejection.as_secs_f64()) as usize;
+    assert!(late <= periods, "one half-open try per ejection: {touched:?} over {:?}", died.elapsed());
+    assert!(touched.len() >= 3, "the dead channel was tried until ejected: {touched:?}");
 }
 
 /// An upstream that reads the request, never answers, and reports when the

@@ -52,7 +52,7 @@ impl ProxyHttp for Gateway {
         session.as_downstream_mut().set_pipelining_enabled(true);
         let app = ctx.app().clone();
         let served = match handler::handle(&app, session, ctx).await {
-            Ok(handler::Next::WebSocket) => websocket::serve(&app, session, ctx).await,
+            Ok(handler::Next::WebSocket) => websocket::serve(&self.live, session, ctx).await,
             other => other.map(|_| ()),
         };
         if let Err(e) = served {

@@ -20,7 +20,7 @@
 
 use super::ctx::RequestCtx;
 use super::{handler, respond, settle};
-use crate::app::{App, InFlight};
+use crate::app::{App, InFlight, Live};
 use crate::error::GatewayError;
 use bytes::{Bytes, BytesMut};
 use futures_util::{SinkExt, StreamExt};
@@ -55,9 +55,9 @@ fn turn_drops(name: &str) -> bool {
 
 /// Accepts the upgrade (the caller has authenticated the key) and serves the
 /// conversation until either side closes it.
-pub(super) async fn serve(app: &Arc<App>, session: &mut Session, ctx: &mut RequestCtx) -> Result<(), GatewayError> {
+pub(super) async fn serve(live: &Arc<Live>, session: &mut Session, ctx: &mut RequestCtx) -> Result<(), GatewayError> {
     let accept = accept_key(session)?;
-    let template = TurnTemplate::from_upgrade(session, app.config.max_body_bytes);
+    let template = TurnTemplate::from_upgrade(session, ctx.app().config.max_body_bytes);
     let mut resp = ResponseHeader::build(101, Some(4)).map_err(|e| GatewayError::Internal(e.to_string()))?;
     for (k, v) in [("upgrade", "websocket"), ("connection", "Upgrade"), ("sec-websocket-accept", accept.as_str())] {
         resp.insert_header(k, v).map_err(|e| GatewayError::Internal(e.to_string()))?;
@@ -69,7 +69,7 @@ pub(super) async fn serve(app: &Arc<App>, session: &mut Session, ctx: &mut Reque
         return Ok(());
     }
     let (near, far) = tokio::io::duplex(PIPE);
-    let conversation = tokio::spawn(converse(app.clone(), far, template));
+    let conversation = tokio::spawn(converse(live.clone(), far, template));
     pump(session, near, conversation).await;
     Ok(())
 }
@@ -158,8 +158,10 @@ impl TurnTemplate {
 
 type Socket = WebSocketStream<DuplexStream>;
 
-/// The conversation: reads `response.create` messages and runs each as a turn.
-async fn converse(app: Arc<App>, pipe: DuplexStream, template: TurnTemplate) {
+/// The conversation: reads `response.create` messages and runs each as a
+/// turn, on the configuration current when the turn starts (a conversation
+/// may outlive several reloads).
+async fn converse(live: Arc<Live>, pipe: DuplexStream, template: TurnTemplate) {
     let config = WebSocketConfig::default().max_message_size(Some(template.max_message));
     let mut ws = WebSocketStream::from_raw_socket(pipe, Role::Server, Some(config)).await;
     loop {
@@ -206,7 +208,7 @@ async fn converse(app: Arc<App>, pipe: DuplexStream, template: TurnTemplate) {
                 continue;
             }
         };
-        if run_turn(&app, &template, body, &mut ws).await.is_err() {
+        if run_turn(&live.current(), &template, body, &mut ws).await.is_err() {
             return;
         }
     }
