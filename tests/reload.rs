@@ -223,3 +223,38 @@ async fn a_channel_that_stays_keeps_its_cool_down_and_a_new_one_starts_fresh() {
     let last = b.requests().last().cloned().unwrap();
     assert_eq!(last.header("authorization"), Some("Bearer sk-ob-rotated"));
 }
+
+#[tokio::test]
+async fn conversations_stay_on_their_channel_across_a_reload() {
+    let (a, b) = (fake(), fake());
+    let (gw, keys) = Gateway::start_with_keys(&yaml(&[("oa", &a), ("ob", &b)], OLD_PRICE), &["p@x.io"]);
+    // Which upstream served one turn of conversation `i`.
+    let turn = |i: usize| {
+        let (gw, key, a) = (&gw, &keys[0], &a);
+        async move {
+            let before = a.state.hits();
+            let body = json!({"model": "gpt-4o-mini", "prompt_cache_key": format!("conversation-{i}"),
+                "messages": [{"role": "user", "content": "hi"}]});
+            let r = client().post(gw.url("/v1/chat/completions")).bearer_auth(key).json(&body).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            if a.state.hits() > before {
+                "oa"
+            } else {
+                "ob"
+            }
+        }
+    };
+    let mut first = Vec::new();
+    for i in 0..6 {
+        first.push(turn(i).await);
+    }
+    // The channels swap places in the file and the price changes.
+    let next = with_data_dir(&gw, &yaml(&[("ob", &b), ("oa", &a)], NEW_PRICE));
+    std::fs::write(&gw.conf, next).unwrap();
+    let (code, body) = gw.admin("POST", "/admin/config/reload", None).await;
+    assert_eq!(code, 200, "{body}");
+    // In reverse order: a fresh round robin would not match by chance.
+    for (i, channel) in first.iter().enumerate().rev() {
+        assert_eq!(turn(i).await, *channel, "conversation {i} moved: {first:?}");
+    }
+}

@@ -48,6 +48,20 @@ impl Affinity {
         }
     }
 
+    /// Takes over the conversations of `old` (a reloaded configuration's
+    /// table) whose channel is still there, at its new position `moved`
+    /// gives, keeping their age and order of use.
+    pub fn adopt(&self, old: &Affinity, moved: impl Fn(usize) -> Option<usize>) {
+        let (Some(to), Some(from)) = (&self.table, &old.table) else { return };
+        let from = from.lock();
+        let mut to = to.lock();
+        for (key, &(channel, expires)) in from.iter().rev() {
+            if let Some(channel) = moved(channel) {
+                to.put(*key, (channel, expires));
+            }
+        }
+    }
+
     #[cfg(test)]
     fn len(&self) -> usize {
         self.table.as_ref().map_or(0, |t| t.lock().len())
@@ -72,5 +86,25 @@ mod tests {
         assert_eq!(a.len(), 2);
         assert_eq!(a.get(k1, 1), None, "the least recently used entry went");
         assert!(Affinity::new(0, Duration::from_secs(1)).get(k1, 0).is_none());
+    }
+
+    #[test]
+    fn a_reload_keeps_conversations_on_channels_that_stay() {
+        let old = Affinity::new(10, Duration::from_secs(10));
+        let (k1, k2, k3) = (Affinity::key(1, "m", "a"), Affinity::key(1, "m", "b"), Affinity::key(1, "m", "c"));
+        old.put(k1, 0, 0);
+        old.put(k2, 1, 0);
+        old.put(k3, 2, 5_000);
+        // Channel 0 was removed; 1 and 2 swapped places.
+        let new = Affinity::new(2, Duration::from_secs(10));
+        new.adopt(&old, |i| match i {
+            1 => Some(2),
+            2 => Some(1),
+            _ => None,
+        });
+        assert_eq!(new.get(k1, 1), None);
+        assert_eq!(new.get(k2, 1), Some(2));
+        assert_eq!(new.get(k3, 14_999), Some(1), "the entry keeps its expiry");
+        assert_eq!(new.get(k2, 10_000), None);
     }
 }

@@ -232,12 +232,20 @@ impl Channels {
     }
 
     /// Builds the channels of a reloaded configuration. A channel that is the
-    /// same upstream account as one of `self` carries over its health and
-    /// cool-downs; the pools join the same health registry, so the running
+    /// same upstream account as one of `self` carries over its health,
+    /// cool-downs and conversations; the pools join the same health registry, so the running
     /// health-check service probes them (and forgets the old ones once the
     /// last request on the old configuration is done).
     pub fn rebuild(&self, cfg: &Config, demo: Option<SocketAddr>) -> std::io::Result<Channels> {
-        Self::assemble(cfg, demo, self.pools.registry().clone(), |name| self.by_name(name).map(Arc::as_ref))
+        let next =
+            Self::assemble(cfg, demo, self.pools.registry().clone(), |name| self.by_name(name).map(Arc::as_ref))?;
+        // Conversations stay on their channel (its prompt cache is warm) when
+        // it is still the same upstream account.
+        next.affinity.adopt(&self.affinity, |i| {
+            let old = self.list.get(i)?;
+            next.by_name(old.name()).filter(|n| Arc::ptr_eq(&n.state, &old.state)).map(|n| n.index)
+        });
+        Ok(next)
     }
 
     fn assemble<'p>(
