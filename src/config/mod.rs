@@ -6,6 +6,7 @@ mod env;
 pub mod file;
 pub mod model;
 pub mod quirks;
+mod sections;
 pub mod units;
 mod validate;
 
@@ -37,11 +38,7 @@ pub fn parse(text: &str, conf_dir: &Path, lookup: &dyn Fn(&str) -> Option<String
     if !errors.is_empty() {
         return Err(ConfigErrors(errors.into_iter().map(|(path, message)| FieldError { path, message }).collect()));
     }
-    let file: file::FileConfig = serde_path_to_error::deserialize(tree).map_err(|e| {
-        let path = e.path().to_string();
-        let path = if path == "." { "(root)".to_string() } else { path };
-        one(&path, e.into_inner().to_string())
-    })?;
+    let file = sections::read(tree).map_err(ConfigErrors)?;
     validate::validate(file, conf_dir)
 }
 
@@ -143,6 +140,27 @@ channels:
         let errs = errors_of(&MINIMAL.replace("kind: openai", "kind: openai\n    wieght: 3"));
         assert_eq!(errs.len(), 1);
         assert!(errs[0].starts_with("channels[0].wieght: unknown field `wieght`, expected one of"), "{errs:?}");
+    }
+
+    #[test]
+    fn every_type_error_is_reported_not_only_the_first() {
+        let text = format!(
+            "{}plans:\n  - {{id: p, name: P, daily_quota: lots}}\ncolour: blue\nserver2: {{}}\n",
+            MINIMAL
+                .replace("kind: openai", "kind: openai\n    wieght: 3")
+                .replace("price: {input: 1", "price: {inptu: 1")
+        );
+        let errs = errors_of(&text);
+        assert_eq!(errs.len(), 5, "{errs:?}");
+        for start in [
+            "colour: unknown section",
+            "server2: unknown section",
+            "models[0].price.inptu",
+            "channels[0].wieght",
+            "plans[0].daily_quota",
+        ] {
+            assert!(errs.iter().any(|e| e.starts_with(start)), "{start}: {errs:?}");
+        }
     }
 
     #[test]
