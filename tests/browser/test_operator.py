@@ -190,3 +190,47 @@ def test_every_operator_page_wide_and_narrow(operator, stack, browser):
     shot(page, "op-16-user-narrow")
     page.set_viewport_size({"width": 1280, "height": 860})
     assert not errors, errors
+
+
+def admin_reload(stack):
+    """POST /admin/config/reload; returns (status, answer)."""
+    import json
+    import urllib.error
+    import urllib.request
+
+    req = urllib.request.Request(
+        stack.admin + "/admin/config/reload", data=b"", headers={"authorization": "Bearer " + ADMIN_TOKEN}
+    )
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return e.code, json.loads(e.read())
+
+
+def test_a_refused_reload_shows_on_the_settings_page(operator, stack):
+    page, errors = operator
+    with open(stack.conf) as f:
+        good = f.read()
+    try:
+        with open(stack.conf, "w") as f:
+            f.write(good + "\ncolour: blue\n")
+        status, answer = admin_reload(stack)
+        assert status == 422, answer
+        page.goto(stack.admin + "/settings")
+        notice = page.inner_text("div.note.warn")
+        assert "reload was refused" in notice and "colour: unknown section" in notice, notice
+        shot(page, "op-17-settings-reload-refused")
+        page.set_viewport_size({"width": 390, "height": 844})
+        no_sideways_scroll(page, "/settings")
+        shot(page, "op-18-settings-reload-refused-narrow")
+        page.set_viewport_size({"width": 1280, "height": 860})
+    finally:
+        with open(stack.conf, "w") as f:
+            f.write(good)
+    status, answer = admin_reload(stack)
+    assert status == 200, answer
+    page.goto(stack.admin + "/settings")
+    assert page.locator("div.note.warn").count() == 0
+    assert f"(v{answer['version']})" in page.inner_text("main"), page.inner_text("main")
+    assert not errors, errors
