@@ -51,7 +51,8 @@ pub struct App {
     pub reloads: Arc<crate::reload::History>,
     /// Requests in flight on every generation.
     inflight: Arc<AtomicUsize>,
-    /// Connections accepted whose first request has not arrived yet.
+    /// Connections accepted whose first request has not arrived yet
+    /// (counted by `connections::Guarded`).
     pub opening: Arc<AtomicUsize>,
 }
 
@@ -154,10 +155,9 @@ impl App {
         self.inflight.load(Ordering::Acquire)
     }
 
-    /// Requests being served, plus connections whose first request is on
-    /// its way: what a graceful shutdown waits for.
-    pub fn pending(&self) -> usize {
-        self.inflight() + self.opening.load(Ordering::Acquire)
+    /// Connections accepted whose first request has not arrived yet.
+    pub fn opening(&self) -> usize {
+        self.opening.load(Ordering::Acquire)
     }
 }
 

@@ -62,8 +62,9 @@ pub fn head_read() {
 const H2_PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 /// Waiting for the h2c preface when no head deadline is set.
 const UNBOUNDED_PEEK: Duration = Duration::from_secs(60);
-/// Longest wait at shutdown for connections whose head is on its way.
-const CLEANUP_WAIT: Duration = Duration::from_secs(5);
+/// Longest wait at shutdown for connections whose head is on its way (an
+/// idle pre-opened connection never sends one).
+const CLEANUP_WAIT: Duration = Duration::from_secs(2);
 
 /// Admission limits (`None`: off).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -33,12 +33,22 @@ pub struct Signals {
     pub phases: parking_lot::Mutex<Option<tokio::sync::broadcast::Receiver<ExecutionPhase>>>,
 }
 
+/// How long a connection accepted before the listeners closed may take to
+/// send its request: one in transit arrives within milliseconds, while an
+/// idle pre-opened one (browsers do that) would never send and must not hold
+/// the exit for the whole grace period.
+const OPENING_WAIT: Duration = Duration::from_secs(2);
+
 /// Waits for the requests in flight (at most `grace`), flushes the writers
 /// and exits, as soon as the last request is done rather than after
 /// Pingora's fixed grace sleep.
 fn drain_and_exit(app: Arc<App>, grace: Duration) {
-    let deadline = Instant::now() + grace;
-    while app.pending() > 0 && Instant::now() < deadline {
+    let started = Instant::now();
+    let busy = || {
+        let opening = app.opening() > 0 && started.elapsed() < OPENING_WAIT;
+        app.inflight() > 0 || opening
+    };
+    while busy() && started.elapsed() < grace {
         std::thread::sleep(Duration::from_millis(20));
     }
     if app.inflight() > 0 {

@@ -73,6 +73,29 @@ async fn idle_gateway_stops_at_once() {
 }
 
 #[tokio::test]
+async fn a_connection_that_never_sends_holds_the_stop_briefly_and_one_in_transit_is_served() {
+    let fake = fake();
+    let (mut gw, keys) = Gateway::start_with_keys(&conf(&fake), &["t@x.io"]);
+    // A pre-opened connection (as browsers make) that will never send.
+    let _idle = std::net::TcpStream::connect(gw.addr).unwrap();
+    // A request whose head arrives just after SIGTERM.
+    let mut late = std::net::TcpStream::connect(gw.addr).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let start = Instant::now();
+    gw.signal(libc::SIGTERM);
+    std::thread::sleep(Duration::from_millis(300));
+    let req = format!("GET /v1/models HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\r\n", keys[0]);
+    std::io::Write::write_all(&mut late, req.as_bytes()).unwrap();
+    let mut answer = String::new();
+    late.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    let _ = std::io::Read::read_to_string(&mut late, &mut answer);
+    assert!(answer.starts_with("HTTP/1.1 200"), "the request in transit is served: {answer:?}");
+    let status = gw.wait_exit(Duration::from_secs(10)).expect("it stops");
+    assert!(status.success());
+    assert!(start.elapsed() < Duration::from_secs(4), "the idle connection held the stop {:?}", start.elapsed());
+}
+
+#[tokio::test]
 async fn sigusr1_reopens_the_access_log() {
     let fake = fake();
     let (gw, keys) = Gateway::start_with_keys(&conf(&fake), &["u@x.io"]);
