@@ -51,6 +51,7 @@ pub struct Metrics {
     writer_commit_seconds: Counter,
     config_loaded: IntGauge,
     config_version: IntGauge,
+    config_reload_failed: IntGauge,
     connections_refused: Vec<IntCounter>,
 }
 
@@ -139,11 +140,15 @@ impl Metrics {
             Counter::new("db_commit_seconds_total", "Time the database writer spent committing batches")?;
         let config_version =
             IntGauge::new("config_version", "Configurations loaded since start: 1, plus one per successful reload")?;
+        let config_reload_failed = IntGauge::new(
+            "config_reload_failed",
+            "1 when the last reload was refused (the file differs from the configuration in force)",
+        )?;
         let connections_refused = IntCounterVec::new(
             Opts::new("connections_refused_total", "Client connections closed unserved, by reason"),
             &["reason"],
         )?;
-        let collectors: [Box<dyn Collector>; 16] = [
+        let collectors: [Box<dyn Collector>; 17] = [
             Box::new(requests.clone()),
             Box::new(total.clone()),
             Box::new(ttfb.clone()),
@@ -160,6 +165,7 @@ impl Metrics {
             Box::new(writer_commit_seconds.clone()),
             Box::new(config_version.clone()),
             Box::new(connections_refused.clone()),
+            Box::new(config_reload_failed.clone()),
         ];
         for c in collectors {
             registry.register(c)?;
@@ -182,6 +188,7 @@ impl Metrics {
             writer_commit_seconds,
             config_loaded,
             config_version,
+            config_reload_failed,
             connections_refused: CONNECTION_REFUSALS
                 .iter()
                 .map(|r| connections_refused.with_label_values(&[*r]))
@@ -258,6 +265,7 @@ impl Metrics {
         self.writer_commit_seconds.inc_by((secs - self.writer_commit_seconds.get()).max(0.0));
         self.config_loaded.set(app.loaded_at / 1000);
         self.config_version.set(app.version as i64);
+        self.config_reload_failed.set(app.reloads.last().is_some_and(|r| !r.ok) as i64);
         let now = crate::clock::now_ms();
         self.channel_up.reset();
         for ch in app.channels.all() {

@@ -199,6 +199,32 @@ async fn metrics_count_what_was_sent() {
     assert!(get("codex_proxy_db_commits_total").unwrap() >= 1.0, "{text}");
     assert!(get("codex_proxy_db_commit_seconds_total").unwrap() > 0.0, "{text}");
     assert!(!text.contains("m@x.io"), "no user in a label");
+
+    // The shipped alert rules and dashboard only use series the gateway exports.
+    let exported: std::collections::HashSet<&str> =
+        samples.iter().map(|(s, _)| s.split('{').next().unwrap_or(s.as_str())).collect();
+    for file in ["conf/prometheus/alerts.yml", "conf/grafana/codex-proxy-dashboard.json"] {
+        let text = std::fs::read_to_string(file).unwrap();
+        let used = metric_names(&text);
+        assert!(used.len() >= 5, "{file}: {used:?}");
+        for name in used {
+            assert!(exported.contains(name.as_str()), "{file} uses {name}, which /metrics does not export");
+        }
+    }
+}
+
+/// Every `codex_proxy_…` identifier in a text.
+fn metric_names(text: &str) -> Vec<String> {
+    let ident = |c: char| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_';
+    let mut names = Vec::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("codex_proxy_") {
+        let tail = &rest[at..];
+        let end = tail.find(|c: char| !ident(c)).unwrap_or(tail.len());
+        names.push(tail[..end].to_string());
+        rest = &tail[end..];
+    }
+    names
 }
 
 #[test]

@@ -147,6 +147,11 @@ async fn reloads_under_load_change_prices_and_channels_without_a_failed_request(
     assert!(gw.stderr_text().contains("configuration reloaded"));
 }
 
+async fn metrics(gw: &Gateway) -> String {
+    let url = format!("http://{}/metrics", gw.admin.expect("an admin listener"));
+    client().get(url).send().await.unwrap().text().await.unwrap()
+}
+
 fn with_data_dir(gw: &Gateway, yaml: &str) -> String {
     yaml.replacen("storage:", &format!("storage:\n  data_dir: {}", gw.data_dir().display()), 1)
 }
@@ -178,6 +183,7 @@ async fn an_invalid_file_keeps_the_running_configuration_and_names_every_error()
     let errors = v["last_reload"]["errors"].to_string();
     assert!(errors.contains("colour"), "{errors}");
     assert!(gw.stderr_text().contains("reload refused, the running configuration stays"));
+    assert!(metrics(&gw).await.contains("codex_proxy_config_reload_failed 1"));
     one_chat(&gw, &keys[0]).await;
 
     // A setting only a new process can apply keeps its running value, and
@@ -190,6 +196,11 @@ async fn an_invalid_file_keeps_the_running_configuration_and_names_every_error()
     assert_eq!(v["version"], 2);
     assert_eq!(v["needs_upgrade"], json!(["server.threads"]));
     assert!(gw.stderr_text().contains("server.threads changed in the file: it needs an upgrade"));
+    let text = metrics(&gw).await;
+    assert!(
+        text.contains("codex_proxy_config_reload_failed 0") && text.contains("codex_proxy_config_version 2"),
+        "{text}"
+    );
 }
 
 #[tokio::test]
