@@ -134,11 +134,11 @@ impl App {
     /// and at least one channel may take a request now. Otherwise, why not.
     pub fn readiness(&self) -> Result<(), Vec<String>> {
         let mut reasons = Vec::new();
+        let now = crate::clock::now_ms();
         if let Some(since) = self.writer.failing_since() {
-            let secs = (crate::clock::now_ms() - since) / 1000;
+            let secs = (now - since) / 1000;
             reasons.push(format!("database writes have been failing for {secs}s"));
         }
-        let now = crate::clock::now_ms();
         let up = self.channels.all().iter().any(|c| c.usable() && c.state.check(now).is_ok());
         if !up {
             reasons.push("no channel is available".to_string());

@@ -12,6 +12,7 @@
 use crate::app::{App, Live};
 use crate::config::{self, Config, ConfigErrors};
 use crate::server::demo_active;
+use crate::shutdown::on_each_signal;
 use crate::tls::{CertError, Certificates};
 use async_trait::async_trait;
 use parking_lot::Mutex;
@@ -19,9 +20,10 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use serde::Serialize;
 use std::net::SocketAddr;
+use std::ops::ControlFlow;
 use std::path::PathBuf;
 use std::sync::Arc;
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::SignalKind;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReloadError {
@@ -212,21 +214,15 @@ pub struct OnHangup(pub Arc<Reloader>);
 
 #[async_trait]
 impl BackgroundService for OnHangup {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        let Ok(mut hup) = signal(SignalKind::hangup()) else {
-            log::error!("cannot listen for SIGHUP; reload through the admin API instead");
-            return;
-        };
-        loop {
-            tokio::select! {
-                _ = hup.recv() => {
-                    log::info!("SIGHUP: reloading the configuration");
-                    let reloader = self.0.clone();
-                    let _ = tokio::task::spawn_blocking(move || reloader.reload()).await;
-                }
-                _ = shutdown.changed() => return,
-            }
-        }
+    async fn start(&self, shutdown: ShutdownWatch) {
+        let unavailable = "cannot listen for SIGHUP; reload through the admin API instead";
+        on_each_signal(SignalKind::hangup(), unavailable, shutdown, || async {
+            log::info!("SIGHUP: reloading the configuration");
+            let reloader = self.0.clone();
+            let _ = tokio::task::spawn_blocking(move || reloader.reload()).await;
+            ControlFlow::Continue(())
+        })
+        .await;
     }
 }
 

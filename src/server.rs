@@ -52,6 +52,12 @@ pub struct ServeOptions {
     pub config_path: std::path::PathBuf,
 }
 
+/// The serving process's pid (Pingora writes it when daemonized; `Ready`
+/// writes it in every mode, for `codex-proxy reload` and scripts).
+pub fn pid_file(cfg: &Config) -> std::path::PathBuf {
+    cfg.data_dir.join("codex-proxy.pid")
+}
+
 /// Where a process started with `serve --upgrade` waits for the listeners.
 fn upgrade_sock(cfg: &Config) -> std::path::PathBuf {
     cfg.data_dir.join("codex-proxy-upgrade.sock")
@@ -124,7 +130,7 @@ pub fn serve(cfg: Config, opts: ServeOptions) -> Result<(), ServeError> {
         // as the last request is done.
         grace_period_seconds: Some(cfg.grace_period.as_secs()),
         graceful_shutdown_timeout_seconds: Some(1),
-        pid_file: cfg.data_dir.join("codex-proxy.pid").display().to_string(),
+        pid_file: pid_file(&cfg).display().to_string(),
         upgrade_sock: upgrade_sock(&cfg).display().to_string(),
         daemon: opts.daemon,
         ..Default::default()
@@ -264,6 +270,7 @@ pub fn serve(cfg: Config, opts: ServeOptions) -> Result<(), ServeError> {
             addrs,
             admin: admin_addr,
             admin_addr_file: cfg.data_dir.join("admin.addr"),
+            pid_file: pid_file(&cfg),
             demo,
             placeholders: Mutex::new(bound),
         },
@@ -271,7 +278,10 @@ pub fn serve(cfg: Config, opts: ServeOptions) -> Result<(), ServeError> {
 
     server.bootstrap();
     let phases = parking_lot::Mutex::new(Some(server.watch_execution_phase()));
-    server.run(RunArgs { shutdown_signal: Box::new(Signals { app: app.clone(), grace: cfg.grace_period, phases }) });
+    let pid_file = pid_file(&cfg);
+    server.run(RunArgs {
+        shutdown_signal: Box::new(Signals { app: app.clone(), grace: cfg.grace_period, phases, pid_file }),
+    });
     shutdown::flush(&app);
     Ok(())
 }
@@ -383,6 +393,7 @@ struct Ready {
     addrs: Vec<SocketAddr>,
     admin: Option<SocketAddr>,
     admin_addr_file: std::path::PathBuf,
+    pid_file: std::path::PathBuf,
     demo: bool,
     placeholders: Mutex<Vec<Bound>>,
 }
@@ -397,6 +408,10 @@ impl BackgroundService for Ready {
         }
         // Pingora holds the ports now; the placeholders can go.
         self.placeholders.lock().clear();
+        // After an upgrade this is the new process's pid.
+        if let Err(e) = store::secret::write_private(&self.pid_file, std::process::id().to_string().as_bytes()) {
+            log::warn!("cannot write {}: {e}", self.pid_file.display());
+        }
         // The CLI finds an OS-picked admin port here.
         if let Some(admin) = self.admin {
             if let Err(e) = std::fs::write(&self.admin_addr_file, admin.to_string()) {

@@ -31,6 +31,9 @@ pub struct Signals {
     /// Pingora's execution phases: an upgrade may only exit once the
     /// listeners are handed over and closed here.
     pub phases: parking_lot::Mutex<Option<tokio::sync::broadcast::Receiver<ExecutionPhase>>>,
+    /// Removed at exit while it still names this process (after an upgrade
+    /// it names the new one).
+    pub pid_file: std::path::PathBuf,
 }
 
 /// How long a connection accepted before the listeners closed may take to
@@ -42,7 +45,7 @@ const OPENING_WAIT: Duration = Duration::from_secs(2);
 /// Waits for the requests in flight (at most `grace`), flushes the writers
 /// and exits, as soon as the last request is done rather than after
 /// Pingora's fixed grace sleep.
-fn drain_and_exit(app: Arc<App>, grace: Duration) {
+fn drain_and_exit(app: Arc<App>, grace: Duration, pid_file: std::path::PathBuf) {
     let started = Instant::now();
     let busy = || {
         let opening = app.opening() > 0 && started.elapsed() < OPENING_WAIT;
@@ -55,6 +58,10 @@ fn drain_and_exit(app: Arc<App>, grace: Duration) {
         log::warn!("grace period over with {} request(s) still running", app.inflight());
     }
     flush(&app);
+    let ours = std::fs::read_to_string(&pid_file).is_ok_and(|p| p.trim() == std::process::id().to_string());
+    if ours {
+        let _ = std::fs::remove_file(&pid_file);
+    }
     log::info!("shutdown complete");
     std::process::exit(0);
 }
@@ -73,7 +80,7 @@ impl ShutdownSignalWatch for Signals {
             _ = int.recv() => "SIGINT",
             _ = quit.recv() => "SIGQUIT",
         };
-        let (app, grace) = (self.app.clone(), self.grace);
+        let (app, grace, pid_file) = (self.app.clone(), self.grace, self.pid_file.clone());
         if name == "SIGQUIT" {
             // Pingora hands the listeners to the new process, keeps
             // accepting for a few seconds while it takes over, then closes
@@ -88,13 +95,37 @@ impl ShutdownSignalWatch for Signals {
                     ) {}
                 }
                 log::info!("listeners handed over; draining {} request(s) for at most {grace:?}", app.inflight());
-                drain_and_exit(app, grace);
+                drain_and_exit(app, grace, pid_file);
             });
             return ShutdownSignal::GracefulUpgrade;
         }
         log::info!("{name}: draining {} request(s) for at most {grace:?}", app.inflight());
-        std::thread::spawn(move || drain_and_exit(app, grace));
+        std::thread::spawn(move || drain_and_exit(app, grace, pid_file));
         ShutdownSignal::GracefulTerminate
+    }
+}
+
+/// Runs `on` for each `kind` signal until the server shuts down, or until
+/// `on` says to stop. `unavailable` is logged when the signal cannot be
+/// listened for (it says what to do instead).
+pub async fn on_each_signal<F, Fut>(kind: SignalKind, unavailable: &str, mut shutdown: ShutdownWatch, mut on: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = std::ops::ControlFlow<()>>,
+{
+    let Ok(mut signals) = signal(kind) else {
+        log::error!("{unavailable}");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = signals.recv() => {
+                if on().await.is_break() {
+                    return;
+                }
+            }
+            _ = shutdown.changed() => return,
+        }
     }
 }
 
@@ -103,19 +134,13 @@ pub struct LogReopener(pub Arc<App>);
 
 #[async_trait]
 impl BackgroundService for LogReopener {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        let Ok(mut usr1) = signal(SignalKind::user_defined1()) else {
-            log::error!("cannot listen for SIGUSR1; the access log will not reopen on rotation");
-            return;
-        };
-        loop {
-            tokio::select! {
-                _ = usr1.recv() => {
-                    log::info!("SIGUSR1: reopening the access log");
-                    self.0.access_log.reopen();
-                }
-                _ = shutdown.changed() => return,
-            }
-        }
+    async fn start(&self, shutdown: ShutdownWatch) {
+        let unavailable = "cannot listen for SIGUSR1; the access log will not reopen on rotation";
+        on_each_signal(SignalKind::user_defined1(), unavailable, shutdown, || async {
+            log::info!("SIGUSR1: reopening the access log");
+            self.0.access_log.reopen();
+            std::ops::ControlFlow::Continue(())
+        })
+        .await;
     }
 }

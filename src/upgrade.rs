@@ -9,14 +9,16 @@
 //! --kill-whom=main codex-proxy` upgrades without the unit ever stopping.
 //! Outside systemd `kill -USR2 PID` does the same.
 
+use crate::shutdown::on_each_signal;
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
+use std::ops::ControlFlow;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::SignalKind;
 
 /// How long the new process may take to start listening for the sockets.
 const STARTUP: Duration = Duration::from_secs(30);
@@ -44,16 +46,9 @@ pub struct OnUpgradeSignal {
 
 #[async_trait]
 impl BackgroundService for OnUpgradeSignal {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
-        let Ok(mut usr2) = signal(SignalKind::user_defined2()) else {
-            log::error!("cannot listen for SIGUSR2; upgrade with scripts/upgrade instead");
-            return;
-        };
-        loop {
-            tokio::select! {
-                _ = usr2.recv() => {}
-                _ = shutdown.changed() => return,
-            }
+    async fn start(&self, shutdown: ShutdownWatch) {
+        let unavailable = "cannot listen for SIGUSR2; upgrade with scripts/upgrade instead";
+        on_each_signal(SignalKind::user_defined2(), unavailable, shutdown, || async {
             log::info!("SIGUSR2: starting the new binary to take the listeners over");
             let (conf, sock) = (self.config_path.clone(), self.upgrade_sock.clone());
             match tokio::task::spawn_blocking(move || start_successor(&conf, &sock)).await {
@@ -61,12 +56,14 @@ impl BackgroundService for OnUpgradeSignal {
                     log::info!("process {pid} is ready for the listeners: handing them over");
                     // SAFETY: kill(2) on our own pid with a signal we handle.
                     unsafe { libc::kill(std::process::id() as i32, libc::SIGQUIT) };
-                    return;
+                    return ControlFlow::Break(());
                 }
                 Ok(Err(e)) => log::error!("upgrade abandoned, this process keeps serving: {e}"),
                 Err(e) => log::error!("upgrade abandoned, this process keeps serving: {e}"),
             }
-        }
+            ControlFlow::Continue(())
+        })
+        .await;
     }
 }
 

@@ -269,3 +269,22 @@ async fn conversations_stay_on_their_channel_across_a_reload() {
         assert_eq!(turn(i).await, *channel, "conversation {i} moved: {first:?}");
     }
 }
+
+#[tokio::test]
+async fn without_an_admin_listener_the_cli_reloads_by_signal() {
+    let a = fake();
+    let mut gw = Gateway::start(&conf(&a));
+    let pid_file = gw.data_dir().join("codex-proxy.pid");
+    assert_eq!(std::fs::read_to_string(&pid_file).unwrap(), gw.pid().to_string(), "the pid file names the server");
+    let out = gw.cli(&["reload"]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(said.contains(&format!("sent SIGHUP to {}", gw.pid())), "{said}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !gw.stderr_text().contains("configuration reloaded") {
+        assert!(Instant::now() < deadline, "no reload:\n{}", gw.stderr_text());
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(gw.stop().unwrap().success());
+    assert!(!pid_file.exists(), "the pid file goes with the process");
+}

@@ -179,7 +179,7 @@ pub fn main() -> ExitCode {
 /// outcome is then in the gateway's log).
 fn reload(cfg: &Config) -> Result<(), String> {
     if cfg.admin.listen.is_none() {
-        let path = cfg.data_dir.join("codex-proxy.pid");
+        let path = crate::server::pid_file(cfg);
         let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
         let pid: i32 = text.trim().parse().map_err(|_| format!("{} does not hold a pid", path.display()))?;
         // SAFETY: kill(2) takes plain integers and touches no memory of ours.

@@ -571,6 +571,12 @@ mod tests {
         assert_eq!((costs, ledger), ((100..110).sum::<i64>() + 7, (100..110).sum::<i64>() + 7));
     }
 
+    /// The request ids of every usage row, in order.
+    fn request_ids(conn: &Connection) -> Vec<String> {
+        let mut st = conn.prepare("SELECT request_id FROM usage ORDER BY request_id").unwrap();
+        st.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
+    }
+
     #[test]
     fn a_poison_op_is_set_aside_and_the_rest_is_written() {
         let dir = tempfile::tempdir().unwrap();
@@ -587,14 +593,7 @@ mod tests {
         w.send_blocking(charge("good-3", 1, 40, 2_000));
         assert!(w.flush_blocking(Duration::from_secs(5)));
         let reader = super::super::open(&path).unwrap();
-        let ids: Vec<String> = reader
-            .prepare("SELECT request_id FROM usage ORDER BY request_id")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
-        assert_eq!(ids, ["good-1", "good-2", "good-3"]);
+        assert_eq!(request_ids(&reader), ["good-1", "good-2", "good-3"]);
         let balance: i64 = reader.query_row("SELECT SUM(amount) FROM ledger", [], |r| r.get(0)).unwrap();
         assert_eq!(balance, -80);
         let dead = std::fs::read_to_string(dir.path().join("codex-proxy.dead-letters.jsonl")).unwrap();
@@ -622,14 +621,7 @@ mod tests {
             assert!(w.flush_blocking(Duration::from_secs(10)));
         }
         let reader = super::super::open(&path).unwrap();
-        let left: Vec<String> = reader
-            .prepare("SELECT request_id FROM usage")
-            .unwrap()
-            .query_map([], |r| r.get(0))
-            .unwrap()
-            .map(Result::unwrap)
-            .collect();
-        assert_eq!(left, ["new"]);
+        assert_eq!(request_ids(&reader), ["new"]);
         let rolled: i64 = reader.query_row("SELECT SUM(requests) FROM usage_rollup", [], |r| r.get(0)).unwrap();
         assert_eq!(rolled, n as i64 + 1, "the rollups keep every request");
         let ledger: i64 = reader.query_row("SELECT -SUM(amount) FROM ledger", [], |r| r.get(0)).unwrap();
