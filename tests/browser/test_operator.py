@@ -225,6 +225,10 @@ def test_a_refused_reload_shows_on_the_settings_page(operator, stack):
         no_sideways_scroll(page, "/settings")
         shot(page, "op-18-settings-reload-refused-narrow")
         page.set_viewport_size({"width": 1280, "height": 860})
+        page.goto(stack.admin + "/settings?lang=zh")
+        assert "上次重新加载被拒绝" in page.inner_text("div.note.warn")
+        shot(page, "op-19-settings-reload-refused-zh")
+        page.goto(stack.admin + "/settings?lang=en")
     finally:
         with open(stack.conf, "w") as f:
             f.write(good)
