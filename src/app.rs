@@ -7,7 +7,8 @@ use crate::access_log::AccessLog;
 use crate::accounts::Accounts;
 use crate::billing::Billing;
 use crate::channels::Channels;
-use crate::config::Config;
+use crate::cluster::Health;
+use crate::config::{Config, RedisDown};
 use crate::convert::support::{Ids, RandomIds, Signer};
 use crate::store::pool::Pool;
 use crate::store::writer::Writer;
@@ -143,10 +144,26 @@ impl App {
         if !up {
             reasons.push("no channel is available".to_string());
         }
+        if let Some((since, RedisDown::FailClosed)) = self.redis_down() {
+            reasons.push(format!(
+                "redis has been unreachable for {}s (cluster.on_redis_down: fail_closed)",
+                (now - since) / 1000
+            ));
+        }
         if reasons.is_empty() {
             Ok(())
         } else {
             Err(reasons)
+        }
+    }
+
+    /// Since when Redis has been unreachable, and the policy in force, when
+    /// this node is one of a cluster and Redis is down.
+    pub fn redis_down(&self) -> Option<(i64, RedisDown)> {
+        let cluster = self.billing.cluster()?;
+        match cluster.health() {
+            Health::Up => None,
+            Health::Down { since_ms } => Some((since_ms, cluster.config().on_redis_down)),
         }
     }
 

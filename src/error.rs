@@ -64,6 +64,10 @@ pub enum GatewayError {
     NoChannel { model: String },
     #[error("All channels failed for model '{model}': {last}")]
     AllChannelsFailed { model: String, last: String, retry_after: u64 },
+    #[error(
+        "Account limits are unavailable right now (this node cannot reach the cluster's Redis); try again shortly"
+    )]
+    LimitsUnavailable,
     #[error("Internal error: {0}")]
     Internal(String),
 }
@@ -83,7 +87,7 @@ impl GatewayError {
             UnknownModel(_) | RouteNotFound(_) => 404,
             MethodNotAllowed { .. } => 405,
             WebSocketUnsupported => 426,
-            NoChannel { .. } | AllChannelsFailed { .. } => 503,
+            NoChannel { .. } | AllChannelsFailed { .. } | LimitsUnavailable => 503,
             Internal(_) => 500,
         }
     }
@@ -119,6 +123,7 @@ impl GatewayError {
             RedeemThrottled { .. } => "redeem_throttled",
             NoChannel { .. } => "no_channel",
             AllChannelsFailed { .. } => "all_channels_failed",
+            LimitsUnavailable => "limits_unavailable",
             Internal(_) => "internal",
         }
     }
@@ -133,6 +138,7 @@ impl GatewayError {
             }
             AllChannelsFailed { retry_after, .. } => Some((*retry_after).max(1)),
             NoChannel { .. } => Some(5),
+            LimitsUnavailable => Some(1),
             _ => None,
         }
     }
@@ -159,7 +165,7 @@ impl GatewayError {
             InsufficientCredits | CreditsHeld => ErrKind::Quota,
             BodyTooLarge { .. } | HeadersTooLarge { .. } => ErrKind::TooLarge,
             UnknownModel(_) | RouteNotFound(_) => ErrKind::NotFound,
-            NoChannel { .. } | AllChannelsFailed { .. } => ErrKind::Overloaded,
+            NoChannel { .. } | AllChannelsFailed { .. } | LimitsUnavailable => ErrKind::Overloaded,
             Internal(_) => ErrKind::Server,
             InvalidJson(_)
             | MissingField(_)
@@ -195,7 +201,7 @@ impl GatewayError {
             WebSocketUnsupported => (Some("websocket_not_supported"), None),
             RedeemInvalid(_) => (Some("invalid_code"), Some("code")),
             RedeemConflict(_) => (Some("code_unavailable"), Some("code")),
-            NoChannel { .. } | AllChannelsFailed { .. } | Internal(_) => (None, None),
+            NoChannel { .. } | AllChannelsFailed { .. } | LimitsUnavailable | Internal(_) => (None, None),
         }
     }
 

@@ -13,6 +13,7 @@
 //! - `access_log`, `usage`, `sse`: logging, token accounting, SSE framing;
 //! - `server`, `listen`, `shutdown`: process wiring;
 //! - `connections`: per-address connection limits and the request-head deadline;
+//! - `cluster`: limits shared by several nodes through Redis;
 //! - `reload`: re-reading the YAML file into a running gateway;
 //! - `upgrade`: handing the listeners to a new binary on SIGUSR2, and sd_notify;
 //! - `tls`: the listeners' certificates (swapped on reload);
@@ -36,6 +37,7 @@ pub(crate) mod billing;
 pub(crate) mod channels;
 pub mod cli;
 pub mod clock;
+pub(crate) mod cluster;
 pub mod config;
 pub(crate) mod connections;
 pub mod convert;

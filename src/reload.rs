@@ -195,6 +195,7 @@ fn keep_restart_only(running: &Config, next: &mut Config) -> Vec<&'static str> {
     pin!("storage.database", database);
     pin!("storage.flush_interval", flush_interval);
     pin!("storage.usage_retention", usage_retention);
+    pin!("storage.redis_url and cluster.*", cluster);
     pin!("access_log.path", access_log);
     pin!("admin.listen", admin.listen);
     pin!("admin.token", admin.token);

@@ -38,6 +38,8 @@ pub enum ServeError {
     Channels { source: std::io::Error },
     #[error("cannot write a generated secret (admin token, signing key) into the data directory: {source}")]
     Secret { source: std::io::Error },
+    #[error(transparent)]
+    Cluster(#[from] crate::cluster::ClusterError),
 }
 
 /// The health-check service's longest tick.
@@ -78,6 +80,10 @@ pub fn serve(cfg: Config, opts: ServeOptions) -> Result<(), ServeError> {
     let accounts = Arc::new(Accounts::new(Directory::load(&conn)?));
     let (billing, ledger_check) = Billing::load_checked(cfg.clone(), Arc::new(SystemClock), &conn)?;
     let billing = Arc::new(billing);
+    let cluster = cfg.cluster.as_ref().map(crate::cluster::Cluster::new).transpose()?;
+    if let Some(c) = &cluster {
+        billing.join(c.clone());
+    }
     let switched_off = store::channels::disabled(&conn)?;
     drop(conn);
 
@@ -206,6 +212,16 @@ pub fn serve(cfg: Config, opts: ServeOptions) -> Result<(), ServeError> {
     let db_path = cfg.database.clone();
     let flush_interval = cfg.flush_interval;
     let (accounts_for_reload, billing_for_reload) = (accounts.clone(), billing.clone());
+    let writer_task = match &cluster {
+        Some(c) => {
+            let c = c.clone();
+            writer_task.on_posted(Box::new(move |posted| c.posted(posted)))
+        }
+        None => writer_task,
+    };
+    if let Some(c) = cluster {
+        server.add_service(background_service("cluster", OnStart::new(move || c.start().map_err(|e| e.to_string()))));
+    }
     server.add_service(background_service(
         "db-writer",
         OnStart::new(move || {

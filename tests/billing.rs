@@ -18,19 +18,7 @@ const PLANS: &str = r#"
 /// Creates a user (optionally with credits and a plan) and a key through the
 /// admin API; returns the key.
 async fn user(gw: &Gateway, email: &str, credits: Option<&str>, plan: Option<&str>) -> String {
-    let mut body = json!({"email": email});
-    if let Some(c) = credits {
-        body["credits"] = json!(c);
-    }
-    let (s, b) = gw.admin("POST", "/admin/users", Some(body)).await;
-    assert_eq!(s, 201, "{b}");
-    if let Some(p) = plan {
-        let (s, b) = gw.admin("POST", &format!("/admin/users/{email}/plan"), Some(json!({"plan": p}))).await;
-        assert_eq!(s, 200, "{b}");
-    }
-    let (s, b) = gw.admin("POST", &format!("/admin/users/{email}/keys"), Some(json!({"name": "t"}))).await;
-    assert_eq!(s, 201, "{b}");
-    json(&b)["key"].as_str().unwrap().to_string()
+    admin_user(gw, email, credits, plan).await.1
 }
 
 fn chat(model: &str) -> Value {

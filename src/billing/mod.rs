@@ -24,7 +24,9 @@ pub mod estimate;
 
 use crate::accounts::{KeyEntry, UserEntry};
 use crate::clock::{Clock, Days};
+use crate::cluster::{AdmitRequest, Cluster, Health};
 use crate::config::Config;
+use crate::config::RedisDown;
 use crate::error::GatewayError;
 use crate::limits::{self, MinuteWindow};
 use crate::store::{self, writer::LedgerEntry, StoreError};
@@ -86,6 +88,8 @@ pub struct Billing {
     users: RwLock<HashMap<i64, Arc<Mutex<UserState>>>>,
     /// Highest ledger id already reflected in memory.
     last_ledger_id: Mutex<i64>,
+    /// The other nodes' share of every limit, when this node is one of several.
+    cluster: once_cell::sync::OnceCell<Arc<Cluster>>,
 }
 
 /// An admitted request: its concurrency slot and reservation, released on
@@ -99,6 +103,8 @@ pub struct Ticket {
     pub balance: i64,
     pub plan_remaining: Option<i64>,
     settled: bool,
+    /// Admitted through the cluster: its lease is released there too.
+    lease: Option<(Arc<Cluster>, String)>,
 }
 
 /// A user's account as shown by `/v1/account`.
@@ -175,6 +181,7 @@ impl Billing {
             clock,
             users: RwLock::new(users),
             last_ledger_id: Mutex::new(last),
+            cluster: once_cell::sync::OnceCell::new(),
         };
         Ok((billing, LedgerCheck { loaded: credits, through: last }))
     }
@@ -217,8 +224,17 @@ impl Billing {
     /// API since the last look. Runs on the writer thread after a change.
     pub fn apply_external(&self, conn: &Connection) {
         let mut last = self.last_ledger_id.lock();
-        let entries = match store::billing::external_entries_after(conn, *last) {
-            Ok(e) => e,
+        // One read transaction: the entries and the position they reach come
+        // from the same snapshot, so an entry committed in between is read
+        // next time instead of skipped (the cluster relies on the position).
+        let read = conn.unchecked_transaction().map_err(|e| StoreError::Sql { context: "reading ledger", source: e });
+        let read = read.and_then(|tx| {
+            let entries = store::billing::external_entries_after(&tx, *last)?;
+            let max = store::billing::max_ledger_id(&tx)?;
+            Ok((entries, max))
+        });
+        let (entries, max) = match read {
+            Ok(r) => r,
             Err(e) => {
                 log::error!("reading new ledger entries failed: {e}");
                 return;
@@ -238,20 +254,142 @@ impl Billing {
                 }
             }
         }
-        match store::billing::max_ledger_id(conn) {
-            Ok(max) => *last = max.max(*last),
-            Err(e) => log::error!("reading the ledger position failed: {e}"),
+        *last = max.max(*last);
+    }
+
+    /// The ledger position this process reflects: every entry up to it is in
+    /// the balances and plan usage in memory.
+    pub fn position(&self) -> i64 {
+        *self.last_ledger_id.lock()
+    }
+
+    /// The cluster this node is one of, if any.
+    pub fn cluster(&self) -> Option<&Arc<Cluster>> {
+        self.cluster.get()
+    }
+
+    /// Makes this node one of a cluster: admission goes through `cluster`.
+    pub fn join(&self, cluster: Arc<Cluster>) {
+        let _ = self.cluster.set(cluster);
+    }
+
+    /// Admission of one LLM request: the decision order, steps 2-7, for
+    /// `model` with a reservation of `reservation` micro-credits. Through the
+    /// cluster when this node is one of several, else from memory.
+    pub async fn admit_request(
+        self: &Arc<Self>,
+        user: &UserEntry,
+        key: &KeyEntry,
+        model: &str,
+        reservation: i64,
+        request_id: &str,
+    ) -> Result<Ticket, GatewayError> {
+        let Some(cluster) = self.cluster.get() else {
+            return self.admit(user, key, model, reservation);
+        };
+        if cluster.health() == Health::Up {
+            let mut tries = 0;
+            loop {
+                match self.admit_in_cluster(cluster, user, key, model, reservation, request_id).await {
+                    // A slot another node frees is released right after its
+                    // response: a client that sends its next request at once
+                    // may beat that release by a few hundred microseconds.
+                    Ok(Err(GatewayError::ConcurrencyLimit { .. })) if tries < 2 => {
+                        tries += 1;
+                        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+                    }
+                    Ok(verdict) => return verdict,
+                    Err(()) => break,
+                }
+            }
+        }
+        match cluster.config().on_redis_down {
+            RedisDown::FailClosed => Err(GatewayError::LimitsUnavailable),
+            RedisDown::LocalLimits => self.admit_share(user, key, model, reservation, cluster.config().nodes),
         }
     }
 
-    /// The decision order, steps 2-7, for one LLM request of `model` whose
-    /// reservation is `reservation` micro-credits.
+    /// `Err(())`: Redis did not answer (the caller applies the policy).
+    async fn admit_in_cluster(
+        self: &Arc<Self>,
+        cluster: &Arc<Cluster>,
+        user: &UserEntry,
+        key: &KeyEntry,
+        model: &str,
+        reservation: i64,
+        request_id: &str,
+    ) -> Result<Result<Ticket, GatewayError>, ()> {
+        let now = self.now_ms();
+        let cfg = self.cfg.load();
+        let plan = user.active_plan(&cfg, now).map(|(_, p)| p);
+        if let Err(e) = limits::check_model(plan, key, model) {
+            return Ok(Err(e));
+        }
+        // The position first: an entry loaded between the two reads is then
+        // counted twice (refusing a little early), never missed.
+        let position = self.position();
+        let st = self.state(user.id);
+        let (plan_used, balance) = {
+            let mut st = st.lock();
+            st.roll_day(self.days.day_of(now));
+            (st.plan_used, st.balance)
+        };
+        let req = AdmitRequest {
+            user_id: user.id,
+            request_id,
+            concurrency: plan.and_then(|p| p.concurrency).unwrap_or(cfg.billing.default_concurrency),
+            rpm: plan.and_then(|p| p.requests_per_minute),
+            quota: plan.map(|p| p.daily_quota),
+            plan_used,
+            day_start_ms: self.days.start_of_day(now),
+            balance,
+            estimate: reservation,
+            position,
+            reset_secs: self.days.secs_to_reset(now),
+        };
+        let admitted = match cluster.admit(&req).await {
+            Ok(Ok(a)) => a,
+            Ok(Err(refused)) => return Ok(Err(refused)),
+            Err(_) => return Err(()),
+        };
+        let mut st = st.lock();
+        st.inflight += 1;
+        match admitted.source {
+            Source::Plan => st.plan_reserved += admitted.held,
+            Source::Credits => st.reserved += admitted.held,
+        }
+        Ok(Ok(Ticket {
+            billing: self.clone(),
+            user_id: user.id,
+            source: admitted.source,
+            reserved: admitted.held,
+            balance: admitted.balance,
+            plan_remaining: plan.map(|p| (p.daily_quota - admitted.plan_used).max(0)),
+            settled: false,
+            lease: Some((cluster.clone(), request_id.to_string())),
+        }))
+    }
+
+    /// The decision order from this node's memory alone.
     pub fn admit(
         self: &Arc<Self>,
         user: &UserEntry,
         key: &KeyEntry,
         model: &str,
         reservation: i64,
+    ) -> Result<Ticket, GatewayError> {
+        self.admit_share(user, key, model, reservation, 1)
+    }
+
+    /// `admit` with concurrency and requests per minute divided among
+    /// `nodes` (rounded up): one node's share while the cluster cannot agree.
+    fn admit_share(
+        self: &Arc<Self>,
+        user: &UserEntry,
+        key: &KeyEntry,
+        model: &str,
+        reservation: i64,
+        nodes: u32,
     ) -> Result<Ticket, GatewayError> {
         let now = self.now_ms();
         let cfg = self.cfg.load();
@@ -260,11 +398,11 @@ impl Billing {
         let concurrency = plan.and_then(|p| p.concurrency).unwrap_or(cfg.billing.default_concurrency);
         let st = self.state(user.id);
         let mut st = st.lock();
-        if st.inflight >= concurrency {
+        if st.inflight >= concurrency.div_ceil(nodes) {
             return Err(GatewayError::ConcurrencyLimit { limit: concurrency });
         }
         let rpm = plan.and_then(|p| p.requests_per_minute);
-        if let Some(rpm) = rpm {
+        if let Some(rpm) = rpm.map(|r| r.div_ceil(nodes)) {
             st.minute.check(now, rpm).map_err(|retry_after| GatewayError::RateLimit { rpm, retry_after })?;
         }
         st.roll_day(self.days.day_of(now));
@@ -296,6 +434,7 @@ impl Billing {
             balance: st.balance,
             plan_remaining: plan.map(|p| (p.daily_quota - st.plan_used).max(0)),
             settled: false,
+            lease: None,
         })
     }
 
@@ -364,6 +503,9 @@ impl Ticket {
         let now = self.billing.now_ms();
         let cost = cost.max(0);
         self.billing.release(&self, cost, now);
+        if let Some((cluster, request_id)) = self.lease.take() {
+            cluster.release(self.user_id, request_id, self.source, cost);
+        }
         (cost > 0).then(|| LedgerEntry {
             user_id: self.user_id,
             account: self.source.as_str(),
@@ -381,6 +523,9 @@ impl Drop for Ticket {
         if !self.settled {
             let now = self.billing.now_ms();
             self.billing.release(self, 0, now);
+            if let Some((cluster, request_id)) = self.lease.take() {
+                cluster.release(self.user_id, request_id, self.source, 0);
+            }
         }
     }
 }

@@ -35,6 +35,8 @@ pub struct FileConfig {
     pub console: ConsoleSection,
     #[serde(default)]
     pub payments: PaymentsSection,
+    #[serde(default)]
+    pub cluster: ClusterSection,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -92,6 +94,23 @@ pub struct StorageSection {
     /// Per-request usage rows older than this are deleted (their totals stay
     /// in the rollups); `off` or absent keeps them.
     pub usage_retention: Option<String>,
+    /// Redis shared by the nodes of a cluster (`redis://…` or `unix://…`);
+    /// absent or empty: one node, limits in memory.
+    pub redis_url: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterSection {
+    /// Gateway nodes behind the load balancer: `local_limits` gives each
+    /// node this share of every limit while Redis is unreachable.
+    pub nodes: Option<Num>,
+    /// `fail_closed` or `local_limits`.
+    pub on_redis_down: Option<String>,
+    /// A request's concurrency slot lives this long unless its node renews it.
+    pub lease_ttl: Option<Dur>,
+    /// Longest wait for Redis on the request path.
+    pub redis_timeout: Option<Dur>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -121,6 +121,26 @@ channels:
     }
 
     #[test]
+    fn cluster_settings_are_checked() {
+        assert_eq!(parse_str(MINIMAL).unwrap().cluster, None);
+        let c = parse_str(&format!(
+            "{MINIMAL}storage:\n  redis_url: redis://:pw@10.0.0.5:6379/2\ncluster:\n  nodes: 3\n  on_redis_down: fail_closed\n"
+        ))
+        .unwrap();
+        let cl = c.cluster.unwrap();
+        assert_eq!((cl.nodes, cl.on_redis_down, cl.lease_ttl), (3, RedisDown::FailClosed, Duration::from_secs(10)));
+        assert_eq!(cl.redis_url.expose(), "redis://:pw@10.0.0.5:6379/2");
+        let errs = errors_of(&format!(
+            "{MINIMAL}storage:\n  redis_url: http://x\ncluster:\n  nodes: 0\n  on_redis_down: open\n  lease_ttl: 100ms\n"
+        ));
+        assert_eq!(errs.len(), 4, "{errs:?}");
+        assert!(errs[0].starts_with("cluster.on_redis_down: \"open\" is not"), "{errs:?}");
+        assert!(errs[1].starts_with("cluster.nodes: "), "{errs:?}");
+        assert!(errs[2].starts_with("cluster.lease_ttl: must be between 1s and 5m"), "{errs:?}");
+        assert!(errs[3].starts_with("storage.redis_url: must start with"), "{errs:?}");
+    }
+
+    #[test]
     fn routing_keys_and_holds_are_checked() {
         let c = parse_str(&format!("{MINIMAL}routing:\n  affinity_keys: [session_id, \"header:X-Trace\"]\n")).unwrap();
         assert_eq!(c.routing.affinity_keys, vec![AffinityKey::SessionId, AffinityKey::Header("x-trace".into())]);

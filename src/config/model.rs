@@ -90,6 +90,27 @@ pub struct Config {
     pub plans: Vec<PlanConfig>,
     pub console: ConsoleConfig,
     pub payments: PaymentsConfig,
+    /// Limits shared with other nodes through Redis (`None`: a single node).
+    pub cluster: Option<ClusterConfig>,
+}
+
+/// Several gateway nodes enforcing every limit together (see `cluster`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ClusterConfig {
+    pub redis_url: Secret,
+    pub nodes: u32,
+    pub on_redis_down: RedisDown,
+    pub lease_ttl: Duration,
+    pub redis_timeout: Duration,
+}
+
+/// What admission does while Redis cannot be reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RedisDown {
+    /// Refuse LLM requests with 503 (and fail `/readyz`): never over a limit.
+    FailClosed,
+    /// Each node enforces its share (`1/nodes`) of each limit from memory.
+    LocalLimits,
 }
 
 /// Buying credits online: the providers, what can be bought, and for how long

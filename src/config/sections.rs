@@ -22,6 +22,7 @@ const SECTIONS: &[&str] = &[
     "plans",
     "console",
     "payments",
+    "cluster",
 ];
 
 pub fn read(tree: Value) -> Result<FileConfig, Vec<FieldError>> {
@@ -52,6 +53,7 @@ pub fn read(tree: Value) -> Result<FileConfig, Vec<FieldError>> {
         plans: r.list("plans"),
         console: r.section("console"),
         payments: r.section("payments"),
+        cluster: r.section("cluster"),
     };
     if errors.is_empty() {
         Ok(file)

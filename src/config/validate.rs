@@ -80,6 +80,7 @@ pub fn validate(file: FileConfig, conf_dir: &Path) -> Result<Config, ConfigError
     let plan_ids: HashSet<String> = plans.iter().map(|p| p.id.clone()).collect();
     let console = console(&mut c, &file.console);
     let payments = payments(&mut c, &file.payments, &plan_ids);
+    let cluster = cluster(&mut c, file.storage.redis_url.as_deref(), &file.cluster);
     if !c.errors.is_empty() {
         return Err(ConfigErrors(c.errors));
     }
@@ -108,6 +109,7 @@ pub fn validate(file: FileConfig, conf_dir: &Path) -> Result<Config, ConfigError
         plans,
         console,
         payments,
+        cluster,
     })
 }
 
@@ -220,6 +222,32 @@ fn storage(c: &mut Check, file: &FileConfig) -> Storage {
         },
     };
     Storage { data_dir, database, flush_interval, usage_retention, access_log }
+}
+
+fn cluster(c: &mut Check, url: Option<&str>, s: &ClusterSection) -> Option<ClusterConfig> {
+    let url = url.map(str::trim).filter(|u| !u.is_empty());
+    let on_redis_down = match s.on_redis_down.as_deref().unwrap_or("local_limits") {
+        "local_limits" => RedisDown::LocalLimits,
+        "fail_closed" => RedisDown::FailClosed,
+        other => {
+            c.err("cluster.on_redis_down", format!("{other:?} is not fail_closed or local_limits"));
+            RedisDown::LocalLimits
+        }
+    };
+    let nodes = c.u64("cluster.nodes", s.nodes, 1, 1, 1_000) as u32;
+    let lease_ttl = s.lease_ttl.map_or(Duration::from_secs(10), |d| d.0);
+    if !(Duration::from_secs(1)..=Duration::from_secs(300)).contains(&lease_ttl) {
+        c.err("cluster.lease_ttl", "must be between 1s and 5m");
+    }
+    let redis_timeout = s.redis_timeout.map_or(Duration::from_millis(250), |d| d.0);
+    if !(Duration::from_millis(10)..=Duration::from_secs(5)).contains(&redis_timeout) {
+        c.err("cluster.redis_timeout", "must be between 10ms and 5s");
+    }
+    let url = url?;
+    if !["redis://", "rediss://", "unix://", "redis+unix://"].iter().any(|p| url.starts_with(p)) {
+        c.err("storage.redis_url", "must start with redis://, rediss:// or unix://");
+    }
+    Some(ClusterConfig { redis_url: Secret::new(url.to_string()), nodes, on_redis_down, lease_ttl, redis_timeout })
 }
 
 fn admin(c: &mut Check, a: &AdminSection) -> AdminConfig {

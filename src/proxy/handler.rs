@@ -64,10 +64,13 @@ pub async fn handle(app: &Arc<App>, session: &mut Session, ctx: &mut RequestCtx)
         return Err(GatewayError::WebSocketUnsupported);
     }
     if endpoint == Endpoint::Ready {
-        let (status, body) = match app.readiness() {
+        let (status, mut body) = match app.readiness() {
             Ok(()) => (200, json!({"status": "ready"})),
             Err(reasons) => (503, json!({"status": "not_ready", "reasons": reasons})),
         };
+        if let Some(c) = app.billing.cluster() {
+            body["cluster"] = crate::cluster::status_json(c);
+        }
         let body = bytes::Bytes::from(body.to_string());
         respond::send(session, ctx, status, &[("cache-control", "no-store".into())], body).await;
         return Ok(Next::Done);
@@ -215,7 +218,7 @@ async fn llm(
     // Steps 2 (model rules) to 7 (credits) of the decision order, from memory.
     let reservation =
         estimate::reservation(body.len(), peek.max_output(), protocol, &model_cfg.price, &app.config.billing);
-    let ticket = app.billing.admit(&identity.user, &identity.key, &model, reservation)?;
+    let ticket = app.billing.admit_request(&identity.user, &identity.key, &model, reservation, &ctx.request_id).await?;
     ctx.quota_headers = account::quota_headers(&ticket);
     ctx.ticket = Some(ticket);
     ctx.body_len = body.len();

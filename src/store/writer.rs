@@ -65,6 +65,18 @@ pub struct LedgerEntry {
     pub created_at: i64,
 }
 
+/// A usage charge the ledger now holds: `ledger_id` is the row that charged
+/// it (the cluster tells the other nodes, see `cluster`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Posted {
+    pub user_id: i64,
+    pub request_id: String,
+    pub ledger_id: i64,
+}
+
+/// Called on the writer thread after each commit that charged something.
+pub type OnPosted = Box<dyn FnMut(Vec<Posted>) + Send + Sync>;
+
 /// Something to persist.
 #[derive(Debug)]
 pub enum WriteOp {
@@ -135,6 +147,7 @@ const SNAPSHOT_MIN_NEW: i64 = 10_000;
 pub struct WriterTask {
     rx: mpsc::Receiver<WriteOp>,
     stats: Arc<WriterStats>,
+    on_posted: Option<OnPosted>,
 }
 
 impl WriterTask {
@@ -147,10 +160,22 @@ impl WriterTask {
         on_change: OnExternalChange,
     ) -> std::io::Result<std::thread::JoinHandle<()>> {
         let (rx, stats) = (self.rx, self.stats);
+        let hooks = Hooks { on_change, on_posted: self.on_posted };
         std::thread::Builder::new()
             .name("codex-proxy-db-writer".into())
-            .spawn(move || run(conn, rx, flush_interval, on_change, stats))
+            .spawn(move || run(conn, rx, flush_interval, hooks, stats))
     }
+
+    /// Reports each committed batch's charges to `f`.
+    pub fn on_posted(mut self, f: OnPosted) -> WriterTask {
+        self.on_posted = Some(f);
+        self
+    }
+}
+
+struct Hooks {
+    on_change: OnExternalChange,
+    on_posted: Option<OnPosted>,
 }
 
 impl Writer {
@@ -159,7 +184,7 @@ impl Writer {
     pub fn channel() -> (Writer, WriterTask) {
         let (tx, rx) = mpsc::channel(QUEUE);
         let stats = Arc::new(WriterStats::default());
-        (Writer { tx, stats: stats.clone() }, WriterTask { rx, stats })
+        (Writer { tx, stats: stats.clone() }, WriterTask { rx, stats, on_posted: None })
     }
 
     /// Since when (ms) commits have been failing, if they are.
@@ -228,7 +253,7 @@ fn run(
     conn: Connection,
     mut rx: mpsc::Receiver<WriteOp>,
     flush_interval: Duration,
-    mut on_change: OnExternalChange,
+    mut hooks: Hooks,
     stats: Arc<WriterStats>,
 ) {
     let dead_letters = conn.path().map(|p| std::path::Path::new(p).with_extension("dead-letters.jsonl"));
@@ -242,7 +267,7 @@ fn run(
     // Sync once at start: a change made between the gateway's initial load and
     // this point would otherwise wait for the next one to be noticed.
     let mut last_version = data_version(&conn).unwrap_or(0);
-    on_change(&conn);
+    (hooks.on_change)(&conn);
     let mut pending: Vec<WriteOp> = Vec::new();
     let mut acks: Vec<std_mpsc::Sender<()>> = Vec::new();
     let mut last_snapshot = std::time::Instant::now();
@@ -274,9 +299,12 @@ fn run(
             stats.commits.fetch_add(1, Ordering::Relaxed);
             stats.commit_micros.fetch_add(started.elapsed().as_micros() as u64, Ordering::Relaxed);
             match result {
-                Ok(()) => {
+                Ok(posted) => {
                     pending.clear();
                     stats.failing_since.store(0, Ordering::Relaxed);
+                    if let (Some(f), false) = (hooks.on_posted.as_mut(), posted.is_empty()) {
+                        f(posted);
+                    }
                 }
                 Err(e) if e.is_transient() => {
                     let now = crate::clock::now_ms();
@@ -296,7 +324,7 @@ fn run(
         match data_version(&conn) {
             Ok(v) if v != last_version => {
                 last_version = v;
-                on_change(&conn);
+                (hooks.on_change)(&conn);
             }
             Ok(_) => {}
             Err(e) => log::warn!("cannot poll database changes: {e}"),
@@ -371,21 +399,25 @@ fn prune_step(conn: &Connection, before: i64) -> Option<i64> {
     }
 }
 
-fn commit(conn: &Connection, ops: &[WriteOp]) -> Result<(), StoreError> {
+fn commit(conn: &Connection, ops: &[WriteOp]) -> Result<Vec<Posted>, StoreError> {
     let tx = conn.unchecked_transaction().ctx("starting batch")?;
     let mut touched: std::collections::HashMap<i64, i64> = std::collections::HashMap::new();
     let mut seen: std::collections::HashMap<i64, i64> = std::collections::HashMap::new();
     let mut rollup = super::usage::Rollup::default();
     let mut charges = Charges::of(ops);
     charges.insert(&tx)?;
+    let mut posted = Vec::new();
     for op in ops {
         match op {
             WriteOp::Usage(u) => {
                 insert_usage(&tx, u, None, &mut rollup)?;
             }
             WriteOp::Charge(u, l) => {
-                if !insert_usage(&tx, u, charges.ledger_id(l), &mut rollup)? {
+                let ledger_id = charges.ledger_id(l);
+                if !insert_usage(&tx, u, ledger_id, &mut rollup)? {
                     charges.drop_charge(l);
+                } else if let Some(ledger_id) = ledger_id {
+                    posted.push(Posted { user_id: l.user_id, request_id: l.reference.clone(), ledger_id });
                 }
             }
             WriteOp::Ledger(l) => insert_ledger(&tx, l)?,
@@ -408,7 +440,8 @@ fn commit(conn: &Connection, ops: &[WriteOp]) -> Result<(), StoreError> {
     if !seen.is_empty() {
         super::sessions::touch(&tx, &seen.into_iter().collect::<Vec<_>>())?;
     }
-    tx.commit().ctx("committing batch")
+    tx.commit().ctx("committing batch")?;
+    Ok(posted)
 }
 
 /// Inserts a usage row and counts it in the batch's rollup. A row already

@@ -5,6 +5,7 @@
 
 pub mod browser;
 pub mod fake_stripe;
+pub mod services;
 
 use codex_proxy::fake_upstream::{FakeOptions, FakeUpstream};
 use serde_json::Value;
@@ -302,6 +303,26 @@ pub fn create_key(conf: &Path, email: &str) -> String {
     assert!(out.status.success(), "keys create failed: {}", String::from_utf8_lossy(&out.stderr));
     let stdout = String::from_utf8(out.stdout).expect("utf8");
     stdout.lines().last().expect("key line").trim().to_string()
+}
+
+/// Creates a user (optionally with credits and a plan) and a key through the
+/// admin API; returns the user's id and the key.
+pub async fn admin_user(gw: &Gateway, email: &str, credits: Option<&str>, plan: Option<&str>) -> (i64, String) {
+    let mut body = serde_json::json!({"email": email});
+    if let Some(c) = credits {
+        body["credits"] = serde_json::json!(c);
+    }
+    let (s, b) = gw.admin("POST", "/admin/users", Some(body)).await;
+    assert_eq!(s, 201, "{b}");
+    let user_id = json(&b)["id"].as_i64().expect("user id");
+    if let Some(p) = plan {
+        let (s, b) =
+            gw.admin("POST", &format!("/admin/users/{email}/plan"), Some(serde_json::json!({"plan": p}))).await;
+        assert_eq!(s, 200, "{b}");
+    }
+    let (s, b) = gw.admin("POST", &format!("/admin/users/{email}/keys"), Some(serde_json::json!({"name": "t"}))).await;
+    assert_eq!(s, 201, "{b}");
+    (user_id, json(&b)["key"].as_str().unwrap().to_string())
 }
 
 pub fn client() -> reqwest::Client {

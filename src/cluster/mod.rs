@@ -1,0 +1,326 @@
+//! Exact limits across several gateway nodes, kept in Redis.
+//!
+//! Every node still decides from its memory what it alone knows (the key, the
+//! user, the plan, the balance it loaded from the shared ledger). What the
+//! nodes share lives in Redis, per user, and one Lua script
+//! (`admit.lua`) reads and changes it atomically at admission:
+//!
+//! - **Concurrency**: a lease per request in flight, with an expiry its node
+//!   renews every `lease_ttl / 3`. The script counts live leases, so a user
+//!   with a limit of 4 never has a 5th; the leases of a node that died expire
+//!   and free their slots within `lease_ttl`.
+//! - **Requests per minute**: the admission times of the last minute.
+//! - **Plan quota and credits**: each lease holds its reservation (plan or
+//!   credits) as a single node does. A settled charge stays *pending* in
+//!   Redis until the node that made it commits it and reports its ledger row;
+//!   a node adds the pending charges of others whose row it has not loaded
+//!   yet (its ledger position says which) to what its memory shows. So the
+//!   cluster admits exactly what one node with every request would.
+//!
+//! When Redis cannot be reached, `cluster.on_redis_down` decides: refuse
+//! (`fail_closed`) or let each node enforce its share of each limit from
+//! memory (`local_limits`). The state is logged on each change and shown by
+//! `/readyz`. See `docs/scaling-out.md` for the invariants and their tests.
+
+mod keys;
+mod upkeep;
+
+use crate::billing::Source;
+use crate::config::{ClusterConfig, RedisDown};
+use crate::error::GatewayError;
+use crate::store::writer::Posted;
+use parking_lot::Mutex;
+use redis::aio::ConnectionManager;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+static ADMIT: once_cell::sync::Lazy<redis::Script> =
+    once_cell::sync::Lazy::new(|| redis::Script::new(include_str!("admit.lua")));
+static RELEASE: once_cell::sync::Lazy<redis::Script> =
+    once_cell::sync::Lazy::new(|| redis::Script::new(include_str!("release.lua")));
+/// Sent with EVAL in the renewal pipeline (few calls, one per user).
+const RENEW: &str = include_str!("renew.lua");
+
+/// Settled charges stay pending at most this long: every live node applies a
+/// committed ledger row within about a second (`storage.flush_interval` plus
+/// its change poll), and an unposted charge older than this was lost with its
+/// node (see the crash bound of the writer).
+const PENDING_MAX_AGE_MS: i64 = 60_000;
+
+#[derive(Debug, thiserror::Error)]
+pub enum ClusterError {
+    #[error("invalid storage.redis_url: {0}")]
+    Url(String),
+    #[error("cannot start the cluster runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("redis: {0}")]
+    Redis(#[from] redis::RedisError),
+    #[error("redis did not answer within {0:?}")]
+    Timeout(Duration),
+    #[error("the cluster link is not started yet")]
+    NotStarted,
+    #[error("redis answered {0:?}, which this version does not understand")]
+    Reply(Vec<i64>),
+}
+
+/// One admission, as the node's memory sees the user.
+#[derive(Debug, Clone)]
+pub struct AdmitRequest<'a> {
+    pub user_id: i64,
+    pub request_id: &'a str,
+    pub concurrency: u32,
+    pub rpm: Option<u32>,
+    /// The plan's daily quota (micro-credits), when the user has a plan.
+    pub quota: Option<i64>,
+    pub plan_used: i64,
+    pub day_start_ms: i64,
+    pub balance: i64,
+    pub estimate: i64,
+    pub position: i64,
+    /// Seconds until the plan day resets (the 429's `retry-after`).
+    pub reset_secs: u64,
+}
+
+/// The cluster's admission: what pays and how much is held, with the
+/// cluster-wide figures for the response headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Admitted {
+    pub source: Source,
+    pub held: i64,
+    pub plan_used: i64,
+    pub balance: i64,
+}
+
+/// Whether Redis answers, and since when it has not.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Health {
+    Up,
+    Down { since_ms: i64 },
+}
+
+pub struct Cluster {
+    cfg: ClusterConfig,
+    client: redis::Client,
+    /// Set by `start`, inside the running server.
+    link: once_cell::sync::OnceCell<Link>,
+    /// 0 while Redis answers; otherwise when it stopped (ms).
+    down_since: AtomicI64,
+    /// Requests this node admitted through Redis and still runs: request id
+    /// to user, for lease renewal.
+    leases: Mutex<HashMap<String, i64>>,
+}
+
+/// The connection to Redis and the runtime that drives it.
+struct Link {
+    conn: ConnectionManager,
+    runtime: tokio::runtime::Handle,
+}
+
+impl Cluster {
+    /// Checks the URL; nothing connects before `start`.
+    pub fn new(cfg: &ClusterConfig) -> Result<Arc<Cluster>, ClusterError> {
+        let client = redis::Client::open(cfg.redis_url.expose()).map_err(|e| ClusterError::Url(e.to_string()))?;
+        Ok(Arc::new(Cluster {
+            cfg: cfg.clone(),
+            client,
+            link: once_cell::sync::OnceCell::new(),
+            down_since: AtomicI64::new(0),
+            leases: Mutex::new(HashMap::new()),
+        }))
+    }
+
+    /// Starts the connection and its upkeep on a runtime of their own (so no
+    /// request runtime owns them). Call inside the running server: threads
+    /// do not survive daemonisation. The connection is lazy, so a node starts
+    /// (and serves under its policy) while Redis is down.
+    pub fn start(self: &Arc<Self>) -> Result<(), ClusterError> {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("codex-proxy-cluster")
+            .enable_all()
+            .build()
+            .map_err(ClusterError::Runtime)?;
+        // It lives as long as the process: dropping a runtime inside another
+        // (tests, shutdown) is not allowed.
+        let runtime: &'static tokio::runtime::Runtime = Box::leak(Box::new(runtime));
+        let config = redis::aio::ConnectionManagerConfig::new()
+            .set_connection_timeout(Some(self.cfg.redis_timeout))
+            .set_response_timeout(Some(self.cfg.redis_timeout))
+            .set_number_of_retries(1)
+            .set_max_delay(Duration::from_millis(200));
+        let conn = {
+            let _in = runtime.enter();
+            ConnectionManager::new_lazy_with_config(self.client.clone(), config)?
+        };
+        if self.link.set(Link { conn, runtime: runtime.handle().clone() }).is_ok() {
+            upkeep::spawn(self);
+        }
+        Ok(())
+    }
+
+    fn link(&self) -> Result<&Link, ClusterError> {
+        self.link.get().ok_or(ClusterError::NotStarted)
+    }
+
+    pub fn config(&self) -> &ClusterConfig {
+        &self.cfg
+    }
+
+    pub fn health(&self) -> Health {
+        match self.down_since.load(Ordering::Relaxed) {
+            0 => Health::Up,
+            since_ms => Health::Down { since_ms },
+        }
+    }
+
+    /// Records the outcome of a call to Redis; logs each change of state.
+    fn observe<T>(&self, r: Result<T, ClusterError>) -> Result<T, ClusterError> {
+        match &r {
+            Ok(_) => {
+                let since = self.down_since.swap(0, Ordering::Relaxed);
+                if since != 0 {
+                    let secs = (crate::clock::now_ms() - since) as f64 / 1000.0;
+                    log::warn!("redis is reachable again after {secs:.1}s: cluster limits are exact again");
+                }
+            }
+            Err(e) => {
+                let now = crate::clock::now_ms();
+                if self.down_since.compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed).is_ok() {
+                    let policy = match self.cfg.on_redis_down {
+                        RedisDown::FailClosed => "fail_closed: LLM requests get 503 until it is back",
+                        RedisDown::LocalLimits => "local_limits: each node enforces its share of each limit",
+                    };
+                    log::error!("redis is unreachable ({e}); cluster.on_redis_down is {policy}");
+                }
+            }
+        }
+        r
+    }
+
+    /// Runs a Redis call on the cluster runtime within `redis_timeout`.
+    async fn call<T: Send + 'static>(
+        &self,
+        f: impl std::future::Future<Output = redis::RedisResult<T>> + Send + 'static,
+    ) -> Result<T, ClusterError> {
+        let timeout = self.cfg.redis_timeout;
+        let runtime = &self.link()?.runtime;
+        let task = runtime.spawn(async move { tokio::time::timeout(timeout, f).await });
+        let r = match task.await {
+            Ok(Ok(r)) => r.map_err(ClusterError::from),
+            Ok(Err(_)) => Err(ClusterError::Timeout(timeout)),
+            Err(e) => Err(ClusterError::Redis(redis::RedisError::from(std::io::Error::other(e.to_string())))),
+        };
+        self.observe(r)
+    }
+
+    /// The cluster's decision on one request. `Ok(Err(_))` is a refusal.
+    pub async fn admit(&self, req: &AdmitRequest<'_>) -> Result<Result<Admitted, GatewayError>, ClusterError> {
+        let k = keys::User::new(req.user_id);
+        let mut inv = ADMIT.prepare_invoke();
+        inv.key(&k.leases).key(&k.holds).key(&k.minute).key(&k.pending).key(&k.pending_values);
+        inv.arg(req.request_id)
+            .arg(crate::store::instance())
+            .arg(self.cfg.lease_ttl.as_millis() as i64)
+            .arg(req.concurrency)
+            .arg(req.rpm.unwrap_or(0))
+            .arg(req.position)
+            .arg(req.quota.unwrap_or(-1))
+            .arg(req.plan_used)
+            .arg(req.day_start_ms)
+            .arg(req.balance)
+            .arg(req.estimate)
+            .arg(PENDING_MAX_AGE_MS);
+        let mut conn = self.link()?.conn.clone();
+        let reply: Vec<i64> = self.call(async move { inv.invoke_async(&mut conn).await }).await?;
+        let verdict = decode_admit(&reply, req)?;
+        if verdict.is_ok() {
+            self.leases.lock().insert(req.request_id.to_string(), req.user_id);
+        }
+        Ok(verdict)
+    }
+
+    /// Ends a request admitted by `admit`: frees its slot and hold and makes
+    /// its charge pending. Runs in the background; a failure leaves the lease
+    /// to expire within `lease_ttl`.
+    pub fn release(self: &Arc<Self>, user_id: i64, request_id: String, source: Source, cost: i64) {
+        self.leases.lock().remove(&request_id);
+        let k = keys::User::new(user_id);
+        let mut inv = RELEASE.prepare_invoke();
+        inv.key(&k.leases).key(&k.holds).key(&k.pending).key(&k.pending_values);
+        inv.arg(&request_id).arg(crate::store::instance()).arg(source_code(source)).arg(cost.max(0));
+        let Ok(link) = self.link() else { return };
+        let (mut conn, me) = (link.conn.clone(), self.clone());
+        link.runtime.spawn(async move {
+            let r: Result<i64, _> = me.call(async move { inv.invoke_async(&mut conn).await }).await;
+            if let Err(e) = r {
+                log::warn!("cannot release request {request_id} in redis ({e}); its lease expires by itself");
+            }
+        });
+    }
+
+    /// Tells the other nodes which ledger rows hold this node's charges, so
+    /// they stop counting them once they load those rows.
+    pub fn posted(self: &Arc<Self>, posted: Vec<Posted>) {
+        let mut pipe = redis::pipe();
+        for p in &posted {
+            let k = keys::User::new(p.user_id);
+            pipe.cmd("ZADD").arg(&k.pending).arg("XX").arg(p.ledger_id).arg(&p.request_id).ignore();
+        }
+        let Ok(link) = self.link() else { return };
+        let (mut conn, me) = (link.conn.clone(), self.clone());
+        link.runtime.spawn(async move {
+            let r: Result<(), _> = me.call(async move { pipe.query_async(&mut conn).await }).await;
+            if let Err(e) = r {
+                log::warn!("cannot post {} charges to redis ({e}); they count as pending for 60s", posted.len());
+            }
+        });
+    }
+}
+
+/// The cluster part of `/readyz`: whether limits are exact right now.
+pub fn status_json(c: &Cluster) -> serde_json::Value {
+    let policy = match c.cfg.on_redis_down {
+        RedisDown::FailClosed => "fail_closed",
+        RedisDown::LocalLimits => "local_limits",
+    };
+    match c.health() {
+        Health::Up => serde_json::json!({"redis": "up", "limits": "cluster", "on_redis_down": policy}),
+        Health::Down { since_ms } => serde_json::json!({
+            "redis": "down",
+            "down_for_ms": crate::clock::now_ms() - since_ms,
+            "limits": if c.cfg.on_redis_down == RedisDown::FailClosed { "refusing" } else { "local share" },
+            "on_redis_down": policy,
+        }),
+    }
+}
+
+fn source_code(s: Source) -> &'static str {
+    match s {
+        Source::Plan => "P",
+        Source::Credits => "C",
+    }
+}
+
+fn decode_admit(reply: &[i64], req: &AdmitRequest<'_>) -> Result<Result<Admitted, GatewayError>, ClusterError> {
+    let bad = || ClusterError::Reply(reply.to_vec());
+    let code = *reply.first().ok_or_else(bad)?;
+    let detail = reply.get(1).copied().unwrap_or(0);
+    Ok(match code {
+        0 => {
+            let [_, source, held, plan_used, balance] = reply else { return Err(bad()) };
+            let source = if *source == 1 { Source::Plan } else { Source::Credits };
+            Ok(Admitted { source, held: *held, plan_used: *plan_used, balance: *balance })
+        }
+        1 => Err(GatewayError::ConcurrencyLimit { limit: req.concurrency }),
+        2 => Err(GatewayError::RateLimit {
+            rpm: req.rpm.unwrap_or(0),
+            retry_after: ((detail.max(0) + 999) / 1000).max(1) as u64,
+        }),
+        3 => Err(GatewayError::DailyQuotaExhausted { retry_after: req.reset_secs }),
+        4 => Err(GatewayError::CreditsHeld),
+        5 => Err(GatewayError::InsufficientCredits),
+        _ => return Err(bad()),
+    })
+}

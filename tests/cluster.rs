@@ -1,0 +1,320 @@
+//! Several gateway nodes (separate processes) on one database and one Redis:
+//! every limit holds exactly across them, a change made on one node reaches
+//! the others within a second, a node killed with its requests in flight frees
+//! their slots within the lease TTL, and a Redis outage follows the configured
+//! policy. Requests spread round robin over the nodes, as a load balancer's.
+
+mod common;
+
+use codex_proxy::fake_upstream::{Behavior, FakeUsage};
+use common::services::Redis;
+use common::*;
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+const BILLING: &str = "  default_concurrency: 100\n  max_reservation: 1000\n  default_max_output_tokens: 1000";
+const PLANS: &str = r#"
+  - {id: four, daily_quota: 100, concurrency: 4, duration_days: 30}
+  - {id: rpm5, daily_quota: 100, requests_per_minute: 5, duration_days: 30}
+  - {id: quota, daily_quota: 0.001, duration_days: 30}
+"#;
+
+struct Cluster {
+    nodes: Vec<Gateway>,
+    redis: Redis,
+    fake: codex_proxy::fake_upstream::FakeUpstream,
+    db: std::path::PathBuf,
+    _shared: tempfile::TempDir,
+}
+
+/// `n` nodes on one SQLite file and one Redis. The `meter` model costs one
+/// micro-credit per output token and nothing for input, so a request with
+/// `max_tokens: 1000` reserves exactly 1000.
+fn cluster(n: usize, flush_interval: &str, cluster_yaml: &str) -> Cluster {
+    let fake = fake();
+    let redis = Redis::start();
+    let shared = tempfile::tempdir().unwrap();
+    let db = shared.path().join("shared.db");
+    let yaml = billing_conf(&fake, BILLING, PLANS)
+        .replace("models:\n", "models:\n  - {id: meter, owned_by: t, price: {input: 0, output: 1}}\n")
+        .replace("models: [gpt-4o-mini,", "models: [meter, gpt-4o-mini,")
+        .replace(
+            "  flush_interval: 20ms",
+            &format!("  flush_interval: {flush_interval}\n  database: {}\n  redis_url: {}", db.display(), redis.url()),
+        );
+    let yaml = format!("{yaml}\ncluster:\n  nodes: {n}\n{cluster_yaml}\n");
+    // One at a time: the first creates the schema.
+    let nodes = (0..n).map(|_| Gateway::start(&yaml)).collect();
+    Cluster { nodes, redis, fake, db, _shared: shared }
+}
+
+impl Cluster {
+    /// A user with a key, made through node 1's admin API, once every node
+    /// knows the key.
+    async fn user(&self, email: &str, credits: Option<&str>, plan: Option<&str>) -> (i64, String) {
+        let (id, key) = admin_user(&self.nodes[0], email, credits, plan).await;
+        for node in &self.nodes {
+            wait_for(Duration::from_secs(5), || async { get(node, "/v1/account", &key).await.0 == 200 }).await;
+        }
+        (id, key)
+    }
+
+    /// Sends `n` requests at once, request `i` to node `i % nodes`; the
+    /// statuses in order.
+    async fn burst(&self, n: usize, key: &str, body: &Value) -> Vec<u16> {
+        let tasks: Vec<_> = (0..n)
+            .map(|i| {
+                let (url, k, b) =
+                    (self.nodes[i % self.nodes.len()].url("/v1/chat/completions"), key.to_string(), body.clone());
+                tokio::spawn(async move {
+                    client().post(url).bearer_auth(k).json(&b).send().await.unwrap().status().as_u16()
+                })
+            })
+            .collect();
+        let mut out = Vec::new();
+        for t in tasks {
+            out.push(t.await.unwrap());
+        }
+        out
+    }
+
+    /// The shared database, read directly.
+    fn db(&self) -> rusqlite::Connection {
+        rusqlite::Connection::open(&self.db).unwrap()
+    }
+
+    fn ledger_sum(&self, user_id: i64) -> i64 {
+        self.db()
+            .query_row(
+                "SELECT COALESCE(SUM(amount), 0) FROM ledger WHERE user_id = ?1 AND account = 'credits'",
+                [user_id],
+                |r| r.get(0),
+            )
+            .unwrap()
+    }
+}
+
+async fn wait_for<F, Fut>(limit: Duration, mut f: F) -> Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    loop {
+        if f().await {
+            return start.elapsed();
+        }
+        assert!(start.elapsed() < limit, "condition not met within {limit:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+fn meter(max_tokens: u32) -> Value {
+    json!({"model": "meter", "max_tokens": max_tokens, "messages": [{"role": "user", "content": "hi"}]})
+}
+
+fn count(statuses: &[u16], status: u16) -> usize {
+    statuses.iter().filter(|&&s| s == status).count()
+}
+
+fn slow(fake: &codex_proxy::fake_upstream::FakeUpstream, n: usize, delay_ms: u64, output: u64) {
+    for _ in 0..n {
+        fake.script(Behavior {
+            delay_ms,
+            usage: Some(FakeUsage { input: 10, output, ..Default::default() }),
+            ..Default::default()
+        });
+    }
+}
+
+#[tokio::test]
+async fn concurrency_holds_across_three_nodes() {
+    let c = cluster(3, "200ms", "");
+    let (_, key) = c.user("four@x.io", None, Some("four")).await;
+    slow(&c.fake, 15, 1500, 10);
+    let statuses = c.burst(15, &key, &meter(100)).await;
+    println!("15 at once over 3 nodes, limit 4: {statuses:?}");
+    assert_eq!((count(&statuses, 200), count(&statuses, 429)), (4, 11));
+    assert_eq!(c.fake.state.hits(), 4, "the upstream saw exactly the admitted requests");
+    // Every slot is free again, on every node.
+    slow(&c.fake, 4, 0, 10);
+    assert_eq!(c.burst(4, &key, &meter(100)).await, vec![200; 4]);
+}
+
+#[tokio::test]
+async fn requests_per_minute_and_the_daily_quota_hold_across_nodes() {
+    let c = cluster(3, "200ms", "");
+    let (_, key) = c.user("rpm@x.io", None, Some("rpm5")).await;
+    let mut statuses = Vec::new();
+    for i in 0..9 {
+        let (s, h, b) = post(&c.nodes[i % 3], "/v1/chat/completions", &key, &meter(10)).await;
+        if s == 429 {
+            assert!(b.contains("at most 5 requests per minute"), "{b}");
+            assert!(h["retry-after"].to_str().unwrap().parse::<u64>().unwrap() > 0);
+        }
+        statuses.push(s);
+    }
+    println!("9 over 3 nodes at 5 per minute: {statuses:?}");
+    assert_eq!(statuses, [vec![200; 5], vec![429; 4]].concat());
+
+    // Quota 1000 micro, each request holds 400 and costs 300: the cluster
+    // admits while used + held < 1000, i.e. 3 at once (each node alone would
+    // admit 3).
+    let (_, key) = c.user("quota@x.io", None, Some("quota")).await;
+    slow(&c.fake, 9, 1000, 300);
+    let statuses = c.burst(9, &key, &meter(400)).await;
+    println!("9 at once over 3 nodes on a quota for 3: {statuses:?}");
+    assert_eq!((count(&statuses, 200), count(&statuses, 429)), (3, 6));
+    // 900 used: one more fits (900 < 1000), then none, whichever node asks.
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    slow(&c.fake, 2, 0, 300);
+    assert_eq!(post(&c.nodes[1], "/v1/chat/completions", &key, &meter(400)).await.0, 200);
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    let (s, _, b) = post(&c.nodes[2], "/v1/chat/completions", &key, &meter(400)).await;
+    assert_eq!(s, 429, "{b}");
+    assert!(b.contains("Daily plan quota exhausted"), "{b}");
+}
+
+#[tokio::test]
+async fn credits_hold_across_nodes_before_they_see_each_others_ledger() {
+    // A flush interval of 1s: the nodes load each other's charges late, so
+    // only the pending charges in Redis keep them exact.
+    let c = cluster(3, "1s", "");
+    let (user, key) = c.user("fifty@x.io", Some("0.01"), None).await;
+    slow(&c.fake, 30, 1500, 700);
+    let statuses = c.burst(30, &key, &meter(1000)).await;
+    println!("30 at once over 3 nodes on a balance for 10: {statuses:?}");
+    assert_eq!((count(&statuses, 200), count(&statuses, 402)), (10, 20));
+    // 3000 left. One request after another, each on the next node, 50 ms
+    // apart: 1000, 1000, 1000 held -> 2300, 1600, 900 left; 900 held -> 200;
+    // 200 held -> -500 (an overdraw within that request's estimate); then 402.
+    slow(&c.fake, 6, 0, 700);
+    let mut statuses = Vec::new();
+    for i in 0..6 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        statuses.push(post(&c.nodes[i % 3], "/v1/chat/completions", &key, &meter(1000)).await.0);
+    }
+    println!("then one at a time over the nodes: {statuses:?}");
+    assert_eq!(statuses, vec![200, 200, 200, 200, 200, 402]);
+    let expected = 10_000 - 15 * 700;
+    wait_for(Duration::from_secs(5), || async { c.ledger_sum(user) == expected }).await;
+    assert_eq!(c.ledger_sum(user), expected);
+}
+
+#[tokio::test]
+async fn a_key_disabled_on_node_1_is_refused_on_node_3_within_a_second() {
+    let c = cluster(3, "200ms", "");
+    let (_, key) = c.user("k@x.io", Some("1"), None).await;
+    let (s, b) = c.nodes[0].admin("GET", "/admin/users/k@x.io/keys", None).await;
+    assert_eq!(s, 200, "{b}");
+    let id = json(&b)["keys"][0]["id"].as_i64().unwrap();
+    assert_eq!(get(&c.nodes[2], "/v1/account", &key).await.0, 200);
+    let (s, b) = c.nodes[0].admin("POST", &format!("/admin/keys/{id}/disable"), None).await;
+    assert_eq!(s, 200, "{b}");
+    let took =
+        wait_for(Duration::from_secs(1), || async { get(&c.nodes[2], "/v1/account", &key).await.0 == 401 }).await;
+    println!("node 3 refused the key {took:?} after node 1 disabled it");
+    // And a ban, the same way.
+    let (_, key) = c.user("ban@x.io", Some("1"), None).await;
+    let (s, _) = c.nodes[0].admin("POST", "/admin/users/ban@x.io/ban", None).await;
+    assert_eq!(s, 200);
+    let took = wait_for(Duration::from_secs(1), || async { get(&c.nodes[1], "/v1/models", &key).await.0 == 403 }).await;
+    println!("node 2 refused the banned user {took:?} after node 1 banned them");
+}
+
+#[tokio::test]
+async fn a_killed_node_frees_its_slots_within_the_lease_ttl_and_loses_no_acknowledged_usage() {
+    let mut c = cluster(3, "200ms", "  lease_ttl: 2s");
+    let (user, key) = c.user("kill@x.io", None, Some("four")).await;
+    // Acknowledged usage on node 2, then time for one flush.
+    for _ in 0..20 {
+        assert_eq!(post(&c.nodes[1], "/v1/chat/completions", &key, &meter(10)).await.0, 200);
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    // Four requests in flight on node 2 fill the user's slots.
+    slow(&c.fake, 4, 30_000, 10);
+    let url = c.nodes[1].url("/v1/chat/completions");
+    let _hanging: Vec<_> = (0..4)
+        .map(|_| {
+            let (url, k) = (url.clone(), key.clone());
+            tokio::spawn(async move { client().post(url).bearer_auth(k).json(&meter(10)).send().await })
+        })
+        .collect();
+    wait_for(Duration::from_secs(5), || async { c.fake.state.hits() >= 24 }).await;
+    assert_eq!(post(&c.nodes[0], "/v1/chat/completions", &key, &meter(10)).await.0, 429);
+    c.nodes[1].kill9();
+    let killed = Instant::now();
+    wait_for(Duration::from_secs(4), || async {
+        post(&c.nodes[0], "/v1/chat/completions", &key, &meter(10)).await.0 == 200
+    })
+    .await;
+    let freed = killed.elapsed();
+    println!("slots of the killed node came back after {freed:?} (lease_ttl 2s)");
+    assert!(freed <= Duration::from_millis(2_500), "{freed:?}");
+    let rows: i64 = c
+        .db()
+        .query_row("SELECT count(*) FROM usage WHERE user_id = ?1 AND status = 200", [user], |r| r.get(0))
+        .unwrap();
+    assert!(rows >= 20, "the killed node lost acknowledged usage: {rows} of 20 rows");
+}
+
+async fn ready(gw: &Gateway) -> (u16, Value) {
+    let r = client().get(gw.url("/readyz")).send().await.unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+#[tokio::test]
+async fn redis_down_with_local_limits_each_node_enforces_its_share() {
+    let mut c = cluster(3, "200ms", "  on_redis_down: local_limits\n  redis_timeout: 100ms");
+    let (_, key) = c.user("local@x.io", None, Some("four")).await;
+    assert_eq!(ready(&c.nodes[0]).await.1["cluster"]["redis"], "up");
+    c.redis.stop();
+    // The first request finds Redis gone and is served under the policy.
+    slow(&c.fake, 1, 0, 10);
+    assert_eq!(post(&c.nodes[0], "/v1/chat/completions", &key, &meter(10)).await.0, 200);
+    let (s, v) = ready(&c.nodes[0]).await;
+    assert_eq!((s, &v["cluster"]["redis"], &v["cluster"]["limits"]), (200, &json!("down"), &json!("local share")));
+    // A limit of 4 on 3 nodes: 2 at a time on this node.
+    slow(&c.fake, 3, 1000, 10);
+    let (url, k) = (c.nodes[0].url("/v1/chat/completions"), key.clone());
+    let tasks: Vec<_> = (0..3)
+        .map(|_| {
+            let (url, k) = (url.clone(), k.clone());
+            tokio::spawn(async move {
+                client().post(url).bearer_auth(k).json(&meter(10)).send().await.unwrap().status().as_u16()
+            })
+        })
+        .collect();
+    let mut statuses = Vec::new();
+    for t in tasks {
+        statuses.push(t.await.unwrap());
+    }
+    statuses.sort();
+    assert_eq!(statuses, vec![200, 200, 429]);
+    assert!(c.nodes[0].stderr_text().contains("redis is unreachable"));
+    c.redis.restart();
+    wait_for(Duration::from_secs(3), || async { ready(&c.nodes[0]).await.1["cluster"]["redis"] == "up" }).await;
+    assert!(c.nodes[0].stderr_text().contains("redis is reachable again"));
+    slow(&c.fake, 1, 0, 10);
+    assert_eq!(post(&c.nodes[2], "/v1/chat/completions", &key, &meter(10)).await.0, 200);
+}
+
+#[tokio::test]
+async fn redis_down_with_fail_closed_refuses_and_fails_readiness() {
+    let mut c = cluster(2, "200ms", "  on_redis_down: fail_closed\n  redis_timeout: 100ms");
+    let (_, key) = c.user("closed@x.io", Some("1"), None).await;
+    c.redis.stop();
+    let (s, h, b) = post(&c.nodes[1], "/v1/chat/completions", &key, &meter(10)).await;
+    assert_eq!(s, 503, "{b}");
+    assert_eq!(h["retry-after"], "1");
+    let v = json(&b);
+    assert_eq!(v["error"]["code"], Value::Null);
+    assert!(v["error"]["message"].as_str().unwrap().contains("cannot reach the cluster's Redis"), "{b}");
+    let (s, v) = ready(&c.nodes[1]).await;
+    assert_eq!(s, 503);
+    assert!(v["reasons"][0].as_str().unwrap().contains("fail_closed"), "{v}");
+    assert_eq!(v["cluster"]["limits"], "refusing");
+    c.redis.restart();
+    wait_for(Duration::from_secs(3), || async { ready(&c.nodes[1]).await.0 == 200 }).await;
+    assert_eq!(post(&c.nodes[1], "/v1/chat/completions", &key, &meter(10)).await.0, 200);
+}
