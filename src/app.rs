@@ -69,7 +69,7 @@ impl App {
     ) -> std::io::Result<App> {
         // The thinking-signature key lives with the data: signatures handed
         // to clients stay valid across restarts.
-        let signer = Arc::new(Signer::load_or_create(&config.data_dir)?);
+        let signer = Arc::new(Signer::load_or_create(&config)?);
         let site = if config.console.enabled { Some(Arc::new(Site::new(&config)?)) } else { None };
         let db = Pool::new(config.database.clone());
         let payments = crate::payments::Payments::from_config(&config.payments);

@@ -7,6 +7,7 @@
 mod common;
 
 use codex_proxy::fake_upstream::{Behavior, FakeUsage};
+use common::browser::{signed_up, Browser};
 use common::services::Redis;
 use common::*;
 use serde_json::{json, Value};
@@ -42,7 +43,7 @@ fn cluster(n: usize, flush_interval: &str, cluster_yaml: &str) -> Cluster {
             "  flush_interval: 20ms",
             &format!("  flush_interval: {flush_interval}\n  database: {}\n  redis_url: {}", db.display(), redis.url()),
         );
-    let yaml = format!("{yaml}\ncluster:\n  nodes: {n}\n{cluster_yaml}\n");
+    let yaml = format!("{yaml}\nconsole:\n  signup: open\ncluster:\n  nodes: {n}\n{cluster_yaml}\n");
     // One at a time: the first creates the schema.
     let nodes = (0..n).map(|_| Gateway::start(&yaml)).collect();
     Cluster { nodes, redis, fake, db, _shared: shared }
@@ -242,6 +243,9 @@ async fn a_killed_node_frees_its_slots_within_the_lease_ttl_and_loses_no_acknowl
         .collect();
     wait_for(Duration::from_secs(5), || async { c.fake.state.hits() >= 24 }).await;
     assert_eq!(post(&c.nodes[0], "/v1/chat/completions", &key, &meter(10)).await.0, 429);
+    // Past one lease TTL the live node still holds them: it renews.
+    tokio::time::sleep(Duration::from_millis(2_500)).await;
+    assert_eq!(post(&c.nodes[2], "/v1/chat/completions", &key, &meter(10)).await.0, 429);
     c.nodes[1].kill9();
     let killed = Instant::now();
     wait_for(Duration::from_secs(4), || async {
@@ -317,4 +321,31 @@ async fn redis_down_with_fail_closed_refuses_and_fails_readiness() {
     c.redis.restart();
     wait_for(Duration::from_secs(3), || async { ready(&c.nodes[1]).await.0 == 200 }).await;
     assert_eq!(post(&c.nodes[1], "/v1/chat/completions", &key, &meter(10)).await.0, 200);
+}
+
+#[tokio::test]
+async fn a_console_form_from_one_node_is_accepted_by_another() {
+    let c = cluster(2, "200ms", "");
+    // Signed up on node 1; the session lives in the shared database.
+    let b = signed_up(&c.nodes[0], "web@x.io").await;
+    let page = Browser::new(&c.nodes[1]);
+    let dash = b.send(b.http.get(page.base.clone() + "/console/dashboard")).await;
+    assert_eq!(dash.status, 200, "node 2 knows node 1's session");
+    // A form rendered by node 1 and posted to node 2 (a load balancer may do
+    // that): its CSRF token checks, because the nodes share the key.
+    let form = b.get("/console/keys").await;
+    let csrf = form.field("csrf");
+    let once = form.field("once");
+    let p = b
+        .send(b.http.post(page.base.clone() + "/console/keys").form(&[
+            ("csrf", csrf.as_str()),
+            ("once", once.as_str()),
+            ("name", "k"),
+        ]))
+        .await;
+    assert_eq!(p.status, 201, "node 2 refused node 1's form");
+    let key = p.text_of("new-key-value");
+    assert!(key.starts_with("codex_"), "the new key is shown once: {key}");
+    // And it works on node 1 at once (well, within the change poll).
+    wait_for(Duration::from_secs(1), || async { get(&c.nodes[0], "/v1/account", &key).await.0 == 200 }).await;
 }

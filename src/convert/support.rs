@@ -99,10 +99,11 @@ impl Signer {
         Signer { key }
     }
 
-    /// The key in `data_dir/signing.key`, created (mode 0600) on first use so
-    /// signatures stay valid across restarts.
-    pub fn load_or_create(dir: &std::path::Path) -> std::io::Result<Signer> {
-        crate::store::secret::load_or_create_key(&dir.join("signing.key")).map(Signer::new)
+    /// The key in `data_dir/signing.key` (shared through the database in a
+    /// cluster), created on first use so signatures stay valid across
+    /// restarts and nodes.
+    pub(crate) fn load_or_create(cfg: &crate::config::Config) -> std::io::Result<Signer> {
+        crate::store::secret::key_for(cfg, "signing.key").map(Signer::new)
     }
 
     pub fn sign(&self, upstream_model: &str, thinking: &str) -> String {

@@ -253,6 +253,9 @@ const MIGRATIONS: &[&str] = &[
     // 11: which gateway process wrote a `gateway` entry. During an upgrade
     // two share the file, and each must apply the other's charges.
     "ALTER TABLE ledger ADD COLUMN instance TEXT NOT NULL DEFAULT '';",
+    // 12: keys every node of a cluster must share (CSRF tokens, thinking
+    // signatures), so a form or a signature made on one node checks on another.
+    "CREATE TABLE shared_keys (name TEXT PRIMARY KEY, key TEXT NOT NULL);",
 ];
 
 /// The schema version this binary writes.

@@ -60,6 +60,33 @@ pub fn load_or_create_key(path: &Path) -> std::io::Result<[u8; 32]> {
     Ok(key.0)
 }
 
+/// The key `name` (`web.key`, `signing.key`): in `data_dir` for a single
+/// node; for a node of a cluster, the one in the shared database, which the
+/// first node to start put there (its own file's key, so a single node that
+/// becomes a cluster keeps its signatures valid).
+pub fn key_for(cfg: &crate::config::Config, name: &str) -> std::io::Result<[u8; 32]> {
+    let own = load_or_create_key(&cfg.data_dir.join(name))?;
+    if cfg.cluster.is_none() {
+        return Ok(own);
+    }
+    let shared = super::open(&cfg.database).and_then(|c| shared_key(&c, name, own));
+    shared.map_err(std::io::Error::other)
+}
+
+/// Stores `own` under `name` unless a key is there already; the stored key.
+pub fn shared_key(conn: &rusqlite::Connection, name: &str, own: [u8; 32]) -> Result<[u8; 32], super::StoreError> {
+    use super::SqlContext;
+    let hex = crate::auth::KeyHash(own).to_hex();
+    conn.execute("INSERT OR IGNORE INTO shared_keys(name, key) VALUES (?1, ?2)", [name, hex.as_str()])
+        .ctx("storing a shared key")?;
+    let stored: String = conn
+        .query_row("SELECT key FROM shared_keys WHERE name = ?1", [name], |r| r.get(0))
+        .ctx("reading a shared key")?;
+    crate::auth::KeyHash::from_hex(&stored)
+        .map(|h| h.0)
+        .ok_or_else(|| super::StoreError::Invalid(format!("shared key {name} is not 64 hex digits")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -75,5 +102,14 @@ mod tests {
         assert_eq!(mode, 0o600);
         std::fs::write(&path, "corrupt").unwrap();
         assert_ne!(load_or_create_key(&path).unwrap(), a, "a corrupt key is replaced");
+    }
+
+    #[test]
+    fn the_first_node_s_key_is_shared() {
+        let dir = tempfile::tempdir().unwrap();
+        let conn = crate::store::open(&dir.path().join("db")).unwrap();
+        assert_eq!(shared_key(&conn, "web.key", [1; 32]).unwrap(), [1; 32]);
+        assert_eq!(shared_key(&conn, "web.key", [2; 32]).unwrap(), [1; 32]);
+        assert_eq!(shared_key(&conn, "signing.key", [3; 32]).unwrap(), [3; 32]);
     }
 }

@@ -53,9 +53,9 @@ pub struct Site {
 }
 
 impl Site {
-    /// Renders the docs and loads (or creates) the CSRF key in the data directory.
+    /// Renders the docs and loads (or creates) the CSRF key (see `key_for`).
     pub fn new(cfg: &Config) -> std::io::Result<Site> {
-        let key = crate::store::secret::load_or_create_key(&cfg.data_dir.join("web.key"))?;
+        let key = crate::store::secret::key_for(cfg, "web.key")?;
         let th = &cfg.console.throttle;
         let window = th.window.as_millis() as i64;
         Ok(Site {
