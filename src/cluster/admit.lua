@@ -2,13 +2,14 @@
 --
 -- KEYS: 1 leases (ZSET request id -> expiry ms), 2 holds (HASH request id ->
 -- "P|micro" or "C|micro"), 3 minute (ZSET request id -> admission ms),
--- 4 pending (ZSET request id -> ledger id, UNPOSTED until committed),
--- 5 pending values (HASH request id -> "instance|P or C|cost|settled ms").
+-- 4 unposted (HASH "instance|P or C" -> micro settled there and not yet in a
+-- committed ledger row), 5 held (HASH P and C -> the sum of the holds).
+-- Rows committed lately are in "<prefix>:posted:<instance>"
+-- (ZSET ledger id -> "id|P or C|micro|row ms"), one per node.
 -- ARGV: 1 request id, 2 instance, 3 lease ttl ms, 4 concurrency, 5 requests
 -- per minute (0: none), 6 ledger position of the caller, 7 plan daily quota
 -- (-1: no plan), 8 plan usage today in the caller's memory, 9 start of today
--- ms, 10 credit balance in the caller's memory, 11 estimate, 12 how long a
--- settled charge stays pending at most (ms).
+-- ms, 10 credit balance in the caller's memory, 11 estimate, 12 key prefix.
 --
 -- Returns {0, source (1 plan, 2 credits), held, plan used, balance} or
 -- {refusal, detail}: 1 concurrency, 2 requests per minute (detail: ms until a
@@ -19,7 +20,7 @@ local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local id, instance = ARGV[1], ARGV[2]
 local ttl, concurrency, rpm = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local quota, used, day_start = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])
-local balance, estimate, max_age = tonumber(ARGV[10]), tonumber(ARGV[11]), tonumber(ARGV[12])
+local balance, estimate = tonumber(ARGV[10]), tonumber(ARGV[11])
 local DAY = 86400000
 
 -- Leases that were not renewed belong to a node that died: their slots and
@@ -27,6 +28,12 @@ local DAY = 86400000
 local expired = redis.call('ZRANGEBYSCORE', KEYS[1], '-inf', now)
 if #expired > 0 then
   redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
+  for _, v in ipairs(redis.call('HMGET', KEYS[2], unpack(expired))) do
+    if v then
+      local source, amount = string.match(v, '^(%a)|(%d+)$')
+      redis.call('HINCRBY', KEYS[5], source, -tonumber(amount))
+    end
+  end
   redis.call('HDEL', KEYS[2], unpack(expired))
 end
 
@@ -42,47 +49,32 @@ if rpm > 0 then
   end
 end
 
--- Old settled charges: every live node has long applied them (or, unposted,
--- their node died before committing them).
-if redis.call('ZCARD', KEYS[4]) > 64 then
-  local old = {}
-  for _, range in ipairs({{0, 31}, {-32, -1}}) do
-    local ids = redis.call('ZRANGE', KEYS[4], range[1], range[2])
-    local vals = redis.call('HMGET', KEYS[5], unpack(ids))
-    for i, v in ipairs(vals) do
-      local at = v and tonumber(string.match(v, '|(%d+)$'))
-      if not at or at < now - max_age then
-        table.insert(old, ids[i])
-      end
+-- What the caller's memory lacks: every request in flight holds its part;
+-- other nodes' charges are either not committed yet (unposted) or in ledger
+-- rows past the caller's position.
+local sums = redis.call('HMGET', KEYS[5], 'P', 'C')
+local plan_held, credit_held = tonumber(sums[1]) or 0, tonumber(sums[2]) or 0
+local plan_pending, credit_pending = 0, 0
+local others = {}
+local unposted = redis.call('HGETALL', KEYS[4])
+for i = 1, #unposted, 2 do
+  local from, source = string.match(unposted[i], '^(.*)|(%a)$')
+  if from ~= instance then
+    others[from] = true
+    if source == 'C' then
+      credit_pending = credit_pending + tonumber(unposted[i + 1])
+    else
+      plan_pending = plan_pending + tonumber(unposted[i + 1])
     end
   end
-  if #old > 0 then
-    redis.call('ZREM', KEYS[4], unpack(old))
-    redis.call('HDEL', KEYS[5], unpack(old))
-  end
 end
-
--- What the caller's memory lacks: every request in flight holds its part,
--- and other nodes' charges the caller has not loaded from the ledger yet.
-local plan_held, credit_held = 0, 0
-for _, v in ipairs(redis.call('HVALS', KEYS[2])) do
-  local source, amount = string.match(v, '^(%a)|(%d+)$')
-  if source == 'P' then plan_held = plan_held + tonumber(amount) else credit_held = credit_held + tonumber(amount) end
-end
-local plan_pending, credit_pending = 0, 0
-local ids = redis.call('ZRANGEBYSCORE', KEYS[4], '(' .. ARGV[6], '+inf')
-if #ids > 0 then
-  local vals = redis.call('HMGET', KEYS[5], unpack(ids))
-  for _, v in ipairs(vals) do
-    if v then
-      local from, source, cost, at = string.match(v, '^([^|]*)|(%a)|(%d+)|(%d+)$')
-      if from ~= instance then
-        if source == 'C' then
-          credit_pending = credit_pending + tonumber(cost)
-        elseif tonumber(at) >= day_start then
-          plan_pending = plan_pending + tonumber(cost)
-        end
-      end
+for from in pairs(others) do
+  for _, row in ipairs(redis.call('ZRANGEBYSCORE', ARGV[12] .. ':posted:' .. from, '(' .. ARGV[6], '+inf')) do
+    local source, amount, at = string.match(row, '^%d+|(%a)|(%d+)|(%d+)|%d+$')
+    if source == 'C' then
+      credit_pending = credit_pending + tonumber(amount)
+    elseif tonumber(at) >= day_start then
+      plan_pending = plan_pending + tonumber(amount)
     end
   end
 end
@@ -107,8 +99,10 @@ end
 
 redis.call('ZADD', KEYS[1], now + ttl, id)
 redis.call('HSET', KEYS[2], id, source .. '|' .. held)
+redis.call('HINCRBY', KEYS[5], source, held)
 redis.call('PEXPIRE', KEYS[1], DAY)
 redis.call('PEXPIRE', KEYS[2], DAY)
+redis.call('PEXPIRE', KEYS[5], DAY)
 if rpm > 0 then
   redis.call('ZADD', KEYS[3], now, id)
   redis.call('PEXPIRE', KEYS[3], 61000)

@@ -2,11 +2,12 @@
 //! script touching them all runs on one shard of a Redis Cluster too.
 
 pub struct User {
+    pub prefix: String,
     pub leases: String,
     pub holds: String,
     pub minute: String,
-    pub pending: String,
-    pub pending_values: String,
+    pub unposted: String,
+    pub held: String,
 }
 
 impl User {
@@ -16,9 +17,15 @@ impl User {
             leases: format!("{tag}:leases"),
             holds: format!("{tag}:holds"),
             minute: format!("{tag}:minute"),
-            pending: format!("{tag}:pending"),
-            pending_values: format!("{tag}:pending-values"),
+            unposted: format!("{tag}:unposted"),
+            held: format!("{tag}:held"),
+            prefix: tag,
         }
+    }
+
+    /// The ledger rows `instance` committed lately (see `post.lua`).
+    pub fn posted(&self, instance: &str) -> String {
+        format!("{}:posted:{instance}", self.prefix)
     }
 }
 
@@ -27,7 +34,7 @@ mod tests {
     #[test]
     fn one_hash_tag_per_user() {
         let k = super::User::new(42);
-        for key in [&k.leases, &k.holds, &k.minute, &k.pending, &k.pending_values] {
+        for key in [&k.leases, &k.holds, &k.minute, &k.unposted, &k.held, &k.posted("n1")] {
             assert!(key.starts_with("codex-proxy:{u:42}:"), "{key}");
         }
     }

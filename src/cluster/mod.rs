@@ -23,6 +23,7 @@
 //! `/readyz`. See `docs/scaling-out.md` for the invariants and their tests.
 
 mod keys;
+mod sender;
 mod upkeep;
 
 use crate::billing::Source;
@@ -38,16 +39,8 @@ use std::time::Duration;
 
 static ADMIT: once_cell::sync::Lazy<redis::Script> =
     once_cell::sync::Lazy::new(|| redis::Script::new(include_str!("admit.lua")));
-static RELEASE: once_cell::sync::Lazy<redis::Script> =
-    once_cell::sync::Lazy::new(|| redis::Script::new(include_str!("release.lua")));
 /// Sent with EVAL in the renewal pipeline (few calls, one per user).
 const RENEW: &str = include_str!("renew.lua");
-
-/// Settled charges stay pending at most this long: every live node applies a
-/// committed ledger row within about a second (`storage.flush_interval` plus
-/// its change poll), and an unposted charge older than this was lost with its
-/// node (see the crash bound of the writer).
-const PENDING_MAX_AGE_MS: i64 = 60_000;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {
@@ -102,6 +95,9 @@ pub enum Health {
 
 pub struct Cluster {
     cfg: ClusterConfig,
+    /// This process among the nodes (`store::instance`): it names the
+    /// node's charges, which it never counts twice.
+    instance: String,
     client: redis::Client,
     /// Set by `start`, inside the running server.
     link: once_cell::sync::OnceCell<Link>,
@@ -110,6 +106,9 @@ pub struct Cluster {
     /// Requests this node admitted through Redis and still runs: request id
     /// to user, for lease renewal.
     leases: Mutex<HashMap<String, i64>>,
+    /// Releases and posts, sent to Redis in the order they happen.
+    ops: tokio::sync::mpsc::UnboundedSender<sender::Op>,
+    ops_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<sender::Op>>>,
 }
 
 /// The connection to Redis and the runtime that drives it.
@@ -121,13 +120,21 @@ struct Link {
 impl Cluster {
     /// Checks the URL; nothing connects before `start`.
     pub fn new(cfg: &ClusterConfig) -> Result<Arc<Cluster>, ClusterError> {
+        Self::named(cfg, crate::store::instance())
+    }
+
+    fn named(cfg: &ClusterConfig, instance: &str) -> Result<Arc<Cluster>, ClusterError> {
         let client = redis::Client::open(cfg.redis_url.expose()).map_err(|e| ClusterError::Url(e.to_string()))?;
+        let (ops, ops_rx) = tokio::sync::mpsc::unbounded_channel();
         Ok(Arc::new(Cluster {
             cfg: cfg.clone(),
+            instance: instance.to_string(),
             client,
             link: once_cell::sync::OnceCell::new(),
             down_since: AtomicI64::new(0),
             leases: Mutex::new(HashMap::new()),
+            ops,
+            ops_rx: Mutex::new(Some(ops_rx)),
         }))
     }
 
@@ -156,6 +163,9 @@ impl Cluster {
         };
         if self.link.set(Link { conn, runtime: runtime.handle().clone() }).is_ok() {
             upkeep::spawn(self);
+            if let Some(rx) = self.ops_rx.lock().take() {
+                sender::spawn(self, rx);
+            }
         }
         Ok(())
     }
@@ -199,18 +209,15 @@ impl Cluster {
         r
     }
 
-    /// Runs a Redis call on the cluster runtime within `redis_timeout`.
-    async fn call<T: Send + 'static>(
-        &self,
-        f: impl std::future::Future<Output = redis::RedisResult<T>> + Send + 'static,
-    ) -> Result<T, ClusterError> {
+    /// Runs a Redis call within `redis_timeout`. It runs on the caller's
+    /// runtime: the connection's driver lives on the cluster runtime and the
+    /// call only exchanges messages with it.
+    async fn call<T>(&self, f: impl std::future::Future<Output = redis::RedisResult<T>>) -> Result<T, ClusterError> {
         let timeout = self.cfg.redis_timeout;
-        let runtime = &self.link()?.runtime;
-        let task = runtime.spawn(async move { tokio::time::timeout(timeout, f).await });
-        let r = match task.await {
-            Ok(Ok(r)) => r.map_err(ClusterError::from),
-            Ok(Err(_)) => Err(ClusterError::Timeout(timeout)),
-            Err(e) => Err(ClusterError::Redis(redis::RedisError::from(std::io::Error::other(e.to_string())))),
+        self.link()?;
+        let r = match tokio::time::timeout(timeout, f).await {
+            Ok(r) => r.map_err(ClusterError::from),
+            Err(_) => Err(ClusterError::Timeout(timeout)),
         };
         self.observe(r)
     }
@@ -219,9 +226,9 @@ impl Cluster {
     pub async fn admit(&self, req: &AdmitRequest<'_>) -> Result<Result<Admitted, GatewayError>, ClusterError> {
         let k = keys::User::new(req.user_id);
         let mut inv = ADMIT.prepare_invoke();
-        inv.key(&k.leases).key(&k.holds).key(&k.minute).key(&k.pending).key(&k.pending_values);
+        inv.key(&k.leases).key(&k.holds).key(&k.minute).key(&k.unposted).key(&k.held);
         inv.arg(req.request_id)
-            .arg(crate::store::instance())
+            .arg(&self.instance)
             .arg(self.cfg.lease_ttl.as_millis() as i64)
             .arg(req.concurrency)
             .arg(req.rpm.unwrap_or(0))
@@ -231,7 +238,7 @@ impl Cluster {
             .arg(req.day_start_ms)
             .arg(req.balance)
             .arg(req.estimate)
-            .arg(PENDING_MAX_AGE_MS);
+            .arg(&k.prefix);
         let mut conn = self.link()?.conn.clone();
         let reply: Vec<i64> = self.call(async move { inv.invoke_async(&mut conn).await }).await?;
         let verdict = decode_admit(&reply, req)?;
@@ -241,41 +248,26 @@ impl Cluster {
         Ok(verdict)
     }
 
-    /// Ends a request admitted by `admit`: frees its slot and hold and makes
-    /// its charge pending. Runs in the background; a failure leaves the lease
-    /// to expire within `lease_ttl`.
-    pub fn release(self: &Arc<Self>, user_id: i64, request_id: String, source: Source, cost: i64) {
+    /// Ends a request admitted by `admit`: frees its slot and hold and counts
+    /// its charge as unposted. Sent in the background, in order with posts; a
+    /// failure leaves the lease to expire within `lease_ttl`.
+    pub fn release(&self, user_id: i64, request_id: String, source: Source, cost: i64) {
         self.leases.lock().remove(&request_id);
-        let k = keys::User::new(user_id);
-        let mut inv = RELEASE.prepare_invoke();
-        inv.key(&k.leases).key(&k.holds).key(&k.pending).key(&k.pending_values);
-        inv.arg(&request_id).arg(crate::store::instance()).arg(source_code(source)).arg(cost.max(0));
-        let Ok(link) = self.link() else { return };
-        let (mut conn, me) = (link.conn.clone(), self.clone());
-        link.runtime.spawn(async move {
-            let r: Result<i64, _> = me.call(async move { inv.invoke_async(&mut conn).await }).await;
-            if let Err(e) = r {
-                log::warn!("cannot release request {request_id} in redis ({e}); its lease expires by itself");
-            }
-        });
+        let _ = self.ops.send(sender::Op::Release { user_id, request_id, source, cost: cost.max(0) });
     }
 
-    /// Tells the other nodes which ledger rows hold this node's charges, so
-    /// they stop counting them once they load those rows.
-    pub fn posted(self: &Arc<Self>, posted: Vec<Posted>) {
-        let mut pipe = redis::pipe();
-        for p in &posted {
-            let k = keys::User::new(p.user_id);
-            pipe.cmd("ZADD").arg(&k.pending).arg("XX").arg(p.ledger_id).arg(&p.request_id).ignore();
+    /// This node committed charges: each ledger row's share moves from
+    /// unposted to a posted row the other nodes count until they load it.
+    pub fn posted(&self, posted: Vec<Posted>) {
+        let mut rows: HashMap<(i64, i64, &'static str), (i64, i64)> = HashMap::new();
+        for p in posted {
+            let row = rows.entry((p.user_id, p.ledger_id, p.account)).or_insert((0, p.charged_at));
+            row.0 += p.cost;
         }
-        let Ok(link) = self.link() else { return };
-        let (mut conn, me) = (link.conn.clone(), self.clone());
-        link.runtime.spawn(async move {
-            let r: Result<(), _> = me.call(async move { pipe.query_async(&mut conn).await }).await;
-            if let Err(e) = r {
-                log::warn!("cannot post {} charges to redis ({e}); they count as pending for 60s", posted.len());
-            }
-        });
+        for ((user_id, ledger_id, account), (amount, charged_at)) in rows {
+            let source = if account == "plan" { Source::Plan } else { Source::Credits };
+            let _ = self.ops.send(sender::Op::Post { user_id, ledger_id, source, amount, charged_at });
+        }
     }
 }
 
@@ -324,3 +316,6 @@ fn decode_admit(reply: &[i64], req: &AdmitRequest<'_>) -> Result<Result<Admitted
         _ => return Err(bad()),
     })
 }
+
+#[cfg(test)]
+mod tests;

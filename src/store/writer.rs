@@ -72,6 +72,12 @@ pub struct Posted {
     pub user_id: i64,
     pub request_id: String,
     pub ledger_id: i64,
+    /// `credits` or `plan`.
+    pub account: &'static str,
+    /// What the request cost (micro-credits, positive).
+    pub cost: i64,
+    /// When the request was charged (ms).
+    pub charged_at: i64,
 }
 
 /// Called on the writer thread after each commit that charged something.
@@ -417,7 +423,14 @@ fn commit(conn: &Connection, ops: &[WriteOp]) -> Result<Vec<Posted>, StoreError>
                 if !insert_usage(&tx, u, ledger_id, &mut rollup)? {
                     charges.drop_charge(l);
                 } else if let Some(ledger_id) = ledger_id {
-                    posted.push(Posted { user_id: l.user_id, request_id: l.reference.clone(), ledger_id });
+                    posted.push(Posted {
+                        user_id: l.user_id,
+                        request_id: l.reference.clone(),
+                        ledger_id,
+                        account: l.account,
+                        cost: -l.amount,
+                        charged_at: l.created_at,
+                    });
                 }
             }
             WriteOp::Ledger(l) => insert_ledger(&tx, l)?,
