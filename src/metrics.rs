@@ -52,6 +52,7 @@ pub struct Metrics {
     config_loaded: IntGauge,
     config_version: IntGauge,
     config_reload_failed: IntGauge,
+    redis_down: IntGauge,
     connections_refused: Vec<IntCounter>,
 }
 
@@ -148,7 +149,11 @@ impl Metrics {
             Opts::new("connections_refused_total", "Client connections closed unserved, by reason"),
             &["reason"],
         )?;
-        let collectors: [Box<dyn Collector>; 17] = [
+        let redis_down = IntGauge::new(
+            "redis_down",
+            "1 while this node cannot reach the cluster's Redis (cluster.on_redis_down applies); 0 otherwise",
+        )?;
+        let collectors: [Box<dyn Collector>; 18] = [
             Box::new(requests.clone()),
             Box::new(total.clone()),
             Box::new(ttfb.clone()),
@@ -166,6 +171,7 @@ impl Metrics {
             Box::new(config_version.clone()),
             Box::new(connections_refused.clone()),
             Box::new(config_reload_failed.clone()),
+            Box::new(redis_down.clone()),
         ];
         for c in collectors {
             registry.register(c)?;
@@ -189,6 +195,7 @@ impl Metrics {
             config_loaded,
             config_version,
             config_reload_failed,
+            redis_down,
             connections_refused: CONNECTION_REFUSALS
                 .iter()
                 .map(|r| connections_refused.with_label_values(&[*r]))
@@ -266,6 +273,7 @@ impl Metrics {
         self.config_loaded.set(app.loaded_at / 1000);
         self.config_version.set(app.version as i64);
         self.config_reload_failed.set(app.reloads.last().is_some_and(|r| !r.ok) as i64);
+        self.redis_down.set(app.redis_down().is_some() as i64);
         let now = crate::clock::now_ms();
         self.channel_up.reset();
         for ch in app.channels.all() {

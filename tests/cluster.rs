@@ -262,6 +262,14 @@ async fn a_killed_node_frees_its_slots_within_the_lease_ttl_and_loses_no_acknowl
     assert!(rows >= 20, "the killed node lost acknowledged usage: {rows} of 20 rows");
 }
 
+/// `codex_proxy_redis_down` from the node's `/metrics`.
+async fn redis_down_metric(gw: &Gateway) -> u8 {
+    let (s, text) = gw.admin("GET", "/metrics", None).await;
+    assert_eq!(s, 200);
+    let line = text.lines().find(|l| l.starts_with("codex_proxy_redis_down ")).expect("the metric");
+    line.rsplit(' ').next().unwrap().parse().unwrap()
+}
+
 async fn ready(gw: &Gateway) -> (u16, Value) {
     let r = client().get(gw.url("/readyz")).send().await.unwrap();
     (r.status().as_u16(), r.json().await.unwrap())
@@ -296,9 +304,11 @@ async fn redis_down_with_local_limits_each_node_enforces_its_share() {
     statuses.sort();
     assert_eq!(statuses, vec![200, 200, 429]);
     assert!(c.nodes[0].stderr_text().contains("redis is unreachable"));
+    assert_eq!(redis_down_metric(&c.nodes[0]).await, 1);
     c.redis.restart();
     wait_for(Duration::from_secs(3), || async { ready(&c.nodes[0]).await.1["cluster"]["redis"] == "up" }).await;
     assert!(c.nodes[0].stderr_text().contains("redis is reachable again"));
+    assert_eq!(redis_down_metric(&c.nodes[0]).await, 0);
     slow(&c.fake, 1, 0, 10);
     assert_eq!(post(&c.nodes[2], "/v1/chat/completions", &key, &meter(10)).await.0, 200);
 }

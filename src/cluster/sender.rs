@@ -88,7 +88,8 @@ async fn send(c: &Cluster, batch: &[Op]) {
     } else {
         first
     };
-    if let Err(e) = result {
+    // While Redis is down the outage is logged once (`Cluster::observe`).
+    if let (Err(e), super::Health::Up) = (result, c.health()) {
         log::warn!("cannot send {} releases and posts to redis: {e}", batch.len());
     }
 }

@@ -48,7 +48,7 @@ async fn renew(c: &Cluster) {
     }
     let Ok(mut conn) = c.link().map(|l| l.conn.clone()) else { return };
     let r: Result<(), _> = c.call(async move { pipe.query_async(&mut conn).await }).await;
-    if let Err(e) = r {
+    if let (Err(e), Health::Up) = (r, c.health()) {
         log::warn!("cannot renew {} leases in redis: {e}", by_user.values().map(Vec::len).sum::<usize>());
     }
 }
