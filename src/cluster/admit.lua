@@ -59,7 +59,12 @@ local others = {}
 local unposted = redis.call('HGETALL', KEYS[4])
 for i = 1, #unposted, 2 do
   local from, source = string.match(unposted[i], '^(.*)|(%a)$')
-  if from ~= instance then
+  -- A node whose heartbeat stopped will never commit what it still had
+  -- unposted (the crash lost it), and the rows it did commit are in the
+  -- ledger, loaded everywhere within a second: its counter goes.
+  if from ~= instance and redis.call('EXISTS', 'codex-proxy:node:' .. from) == 0 then
+    redis.call('HDEL', KEYS[4], unposted[i])
+  elseif from ~= instance then
     others[from] = true
     if source == 'C' then
       credit_pending = credit_pending + tonumber(unposted[i + 1])

@@ -29,6 +29,11 @@ impl User {
     }
 }
 
+/// Exists while node `instance` is alive (its heartbeat, see `upkeep`).
+pub fn node(instance: &str) -> String {
+    format!("codex-proxy:node:{instance}")
+}
+
 #[cfg(test)]
 mod tests {
     #[test]

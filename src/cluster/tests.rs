@@ -148,3 +148,20 @@ async fn a_lease_lives_while_renewed_and_expires_when_its_node_is_gone() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[tokio::test]
+async fn a_dead_node_s_unposted_charges_stop_counting_after_its_heartbeat() {
+    let server = redis();
+    let ttl = Duration::from_secs(1);
+    let (a, b) = (node(&server, "A", ttl), node(&server, "B", ttl));
+    assert_eq!(held(&a, credits("r1", 1000, 0, 10)).await, Ok(1000));
+    a.release(7, "r1".into(), Source::Credits, 700);
+    unposted_is(&server, &a, 700).await;
+    assert_eq!(held(&b, credits("r2", 1000, 0, 10)).await, Ok(300));
+    end(&server, &b, "r2").await;
+    // A dies before committing: the charge is lost with it, and once its
+    // heartbeat has expired B no longer holds it against the balance.
+    drop(a);
+    tokio::time::sleep(Duration::from_millis(1_500)).await;
+    assert_eq!(held(&b, credits("r3", 1000, 0, 10)).await, Ok(1000));
+}
