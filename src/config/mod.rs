@@ -113,6 +113,25 @@ channels:
         assert_eq!(ant.api_key.expose(), "sk-ant");
     }
 
+    /// The example node of a cluster loads, as the docs describe it.
+    #[test]
+    fn cluster_example_loads() {
+        let text = include_str!("../../conf/cluster.example.yaml");
+        let env = |n: &str| match n {
+            "CODEX_PROXY_NODE" => Some("node2".to_string()),
+            "REDIS_PASSWORD" => Some("pw".to_string()),
+            "CODEX_PROXY_ADMIN_TOKEN" => Some("0123456789abcdef0123".to_string()),
+            _ => None,
+        };
+        let c = parse(text, Path::new("conf"), &env).unwrap();
+        assert_eq!(c.data_dir, Path::new("/var/lib/codex-proxy/node2"));
+        assert_eq!(c.database, Path::new("/var/lib/codex-proxy/shared.db"));
+        let cl = c.cluster.unwrap();
+        assert_eq!((cl.nodes, cl.on_redis_down), (3, RedisDown::LocalLimits));
+        assert_eq!(cl.redis_url.expose(), "redis://:pw@127.0.0.1:6379/0");
+        assert_eq!(c.max_connections_per_ip, None);
+    }
+
     fn errors_of(text: &str) -> Vec<String> {
         match parse_str(text) {
             Ok(_) => panic!("expected errors"),
