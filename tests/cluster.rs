@@ -43,7 +43,10 @@ fn cluster(n: usize, flush_interval: &str, cluster_yaml: &str) -> Cluster {
             "  flush_interval: 20ms",
             &format!("  flush_interval: {flush_interval}\n  database: {}\n  redis_url: {}", db.display(), redis.url()),
         );
-    let yaml = format!("{yaml}\nconsole:\n  signup: open\ncluster:\n  nodes: {n}\n{cluster_yaml}\n");
+    let yaml = yaml.replace("  max_reservation: 1000", "  max_reservation: 1000\n  redeem_failures_per_10min: 3");
+    let yaml = format!(
+        "{yaml}\nconsole:\n  signup: open\n  throttle: {{sign_in_per_ip: 100, sign_in_per_account: 3, window: 1m}}\ncluster:\n  nodes: {n}\n{cluster_yaml}\n"
+    );
     // One at a time: the first creates the schema.
     let nodes = (0..n).map(|_| Gateway::start(&yaml)).collect();
     Cluster { nodes, redis, fake, db, _shared: shared }
@@ -358,4 +361,31 @@ async fn a_console_form_from_one_node_is_accepted_by_another() {
     assert!(key.starts_with("codex_"), "the new key is shown once: {key}");
     // And it works on node 1 at once (well, within the change poll).
     wait_for(Duration::from_secs(1), || async { get(&c.nodes[0], "/v1/account", &key).await.0 == 200 }).await;
+}
+
+#[tokio::test]
+async fn sign_in_and_redemption_throttles_count_on_every_node() {
+    let c = cluster(3, "200ms", "");
+    let b = signed_up(&c.nodes[0], "t@x.io").await;
+    drop(b);
+    // Three wrong passwords, one per node: the account is locked on all of
+    // them (each node alone has seen one).
+    for node in &c.nodes {
+        assert_eq!(Browser::new(node).sign_in("t@x.io", "wrong horse!").await.status, 401);
+    }
+    for node in &c.nodes {
+        let p = Browser::new(node).sign_in("t@x.io", "correct horse").await;
+        assert_eq!(p.status, 429, "a node let a locked account try again");
+    }
+    // Redemption: three bad codes over the nodes, then every node refuses.
+    let (_, key) = c.user("r@x.io", Some("1"), None).await;
+    let code = json!({"code": "CPX-00000-00000-00000-00000"});
+    for node in &c.nodes {
+        assert_eq!(post(node, "/v1/redeem", &key, &code).await.0, 400);
+    }
+    for node in &c.nodes {
+        let (s, _, b) = post(node, "/v1/redeem", &key, &code).await;
+        assert_eq!(s, 429, "{b}");
+        assert!(b.contains("Too many failed redemption attempts"), "{b}");
+    }
 }

@@ -24,7 +24,7 @@ pub mod estimate;
 
 use crate::accounts::{KeyEntry, UserEntry};
 use crate::clock::{Clock, Days};
-use crate::cluster::{AdmitRequest, Cluster, Health};
+use crate::cluster::{AdmitRequest, Cluster, Health, WindowOp};
 use crate::config::Config;
 use crate::config::RedisDown;
 use crate::error::GatewayError;
@@ -457,20 +457,32 @@ impl Billing {
         }
     }
 
-    /// Refuses a redemption attempt while the user is over the failure limit.
-    pub fn redeem_allowed(&self, user_id: i64) -> Result<(), GatewayError> {
+    /// Refuses a redemption attempt while the user is over the failure limit
+    /// (counted on every node of a cluster).
+    pub async fn redeem_allowed(&self, user_id: i64) -> Result<(), GatewayError> {
         let now = self.now_ms();
+        let limit = self.cfg.load().billing.redeem_failures_per_10min;
         let st = self.state(user_id);
         let (n, free_at) = st.lock().redeem_failures.count(now, REDEEM_WINDOW_MS);
-        if n >= self.cfg.load().billing.redeem_failures_per_10min as usize {
+        if n >= limit as usize {
             return Err(GatewayError::RedeemThrottled { retry_after: ((free_at - now + 999) / 1000).max(1) as u64 });
+        }
+        if let Some(c) = self.cluster.get() {
+            let shared = c.window("redeem", &user_id.to_string(), limit, REDEEM_WINDOW_MS, WindowOp::Check).await;
+            if let Ok(Err(retry_after)) = shared {
+                return Err(GatewayError::RedeemThrottled { retry_after });
+            }
         }
         Ok(())
     }
 
-    pub fn redeem_failed(&self, user_id: i64) {
+    pub async fn redeem_failed(&self, user_id: i64) {
         let now = self.now_ms();
         self.state(user_id).lock().redeem_failures.record(now, REDEEM_WINDOW_MS);
+        if let Some(c) = self.cluster.get() {
+            let limit = self.cfg.load().billing.redeem_failures_per_10min;
+            let _ = c.window("redeem", &user_id.to_string(), limit, REDEEM_WINDOW_MS, WindowOp::Hit).await;
+        }
     }
 
     /// Releases a ticket, charging `cost` (0: nothing to charge).
@@ -711,16 +723,16 @@ plans:
         assert_eq!((v.balance, v.plan_used_today), (970, 100));
     }
 
-    #[test]
-    fn redeem_guard() {
+    #[tokio::test]
+    async fn redeem_guard() {
         let clock = Arc::new(ManualClock::new(T0));
         let (_d, b, _conn) = billing(clock.clone());
         for _ in 0..10 {
-            assert!(b.redeem_allowed(7).is_ok());
-            b.redeem_failed(7);
+            assert!(b.redeem_allowed(7).await.is_ok());
+            b.redeem_failed(7).await;
         }
-        assert_eq!(b.redeem_allowed(7).err(), Some(GatewayError::RedeemThrottled { retry_after: 600 }));
+        assert_eq!(b.redeem_allowed(7).await.err(), Some(GatewayError::RedeemThrottled { retry_after: 600 }));
         clock.advance(600_001);
-        assert!(b.redeem_allowed(7).is_ok());
+        assert!(b.redeem_allowed(7).await.is_ok());
     }
 }

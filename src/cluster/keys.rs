@@ -29,6 +29,11 @@ impl User {
     }
 }
 
+/// A shared window of attempts (see `window.lua`).
+pub fn window(name: &str, key: &str) -> String {
+    format!("codex-proxy:window:{name}:{key}")
+}
+
 /// Exists while node `instance` is alive (its heartbeat, see `upkeep`).
 pub fn node(instance: &str) -> String {
     format!("codex-proxy:node:{instance}")

@@ -39,6 +39,8 @@ use std::time::Duration;
 
 static ADMIT: once_cell::sync::Lazy<redis::Script> =
     once_cell::sync::Lazy::new(|| redis::Script::new(include_str!("admit.lua")));
+static WINDOW: once_cell::sync::Lazy<redis::Script> =
+    once_cell::sync::Lazy::new(|| redis::Script::new(include_str!("window.lua")));
 /// Sent with EVAL in the renewal pipeline (few calls, one per user).
 const RENEW: &str = include_str!("renew.lua");
 
@@ -54,6 +56,8 @@ pub enum ClusterError {
     Timeout(Duration),
     #[error("the cluster link is not started yet")]
     NotStarted,
+    #[error("redis is down; not asked")]
+    Down,
     #[error("redis answered {0:?}, which this version does not understand")]
     Reply(Vec<i64>),
 }
@@ -84,6 +88,14 @@ pub struct Admitted {
     pub held: i64,
     pub plan_used: i64,
     pub balance: i64,
+}
+
+/// What `Cluster::window` does to a shared window of attempts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WindowOp {
+    Check,
+    Hit,
+    Reset,
 }
 
 /// Whether Redis answers, and since when it has not.
@@ -246,6 +258,33 @@ impl Cluster {
             self.leases.lock().insert(req.request_id.to_string(), req.user_id);
         }
         Ok(verdict)
+    }
+
+    /// A sliding window of attempts every node counts in (`name` and `key`
+    /// name it): `Ok(Err(seconds))` while it is full. Not asked while Redis
+    /// is down: the caller's own window still applies.
+    pub async fn window(
+        &self,
+        name: &str,
+        key: &str,
+        limit: u32,
+        window_ms: i64,
+        op: WindowOp,
+    ) -> Result<Result<(), u64>, ClusterError> {
+        if self.health() != Health::Up {
+            return Err(ClusterError::Down);
+        }
+
+        let op = match op {
+            WindowOp::Check => "check",
+            WindowOp::Hit => "hit",
+            WindowOp::Reset => "reset",
+        };
+        let mut inv = WINDOW.prepare_invoke();
+        inv.key(keys::window(name, key)).arg(op).arg(limit).arg(window_ms);
+        let mut conn = self.link()?.conn.clone();
+        let ms: i64 = self.call(async move { inv.invoke_async(&mut conn).await }).await?;
+        Ok(if ms > 0 { Err(((ms + 999) / 1000) as u64) } else { Ok(()) })
     }
 
     /// Ends a request admitted by `admit`: frees its slot and hold and counts

@@ -96,7 +96,7 @@ pub async fn redeem(
     }
     let req: Req = serde_json::from_slice(body).map_err(|e| GatewayError::InvalidJson(e.to_string()))?;
     let code = req.code.filter(|c| !c.trim().is_empty()).ok_or(GatewayError::MissingField("code"))?;
-    app.billing.redeem_allowed(id.user.id)?;
+    app.billing.redeem_allowed(id.user.id).await?;
     let (cfg, user_id) = (app.config.clone(), id.user.id);
     // A rare, transactional write: on the blocking pool with a pooled
     // connection, never on the request threads.
@@ -106,7 +106,7 @@ pub async fn redeem(
         Ok(r) => r,
         Err(e) => {
             if matches!(e, GatewayError::RedeemInvalid(_) | GatewayError::RedeemConflict(_)) {
-                app.billing.redeem_failed(id.user.id);
+                app.billing.redeem_failed(id.user.id).await;
             }
             return Err(e);
         }

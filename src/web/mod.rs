@@ -54,16 +54,17 @@ pub struct Site {
 
 impl Site {
     /// Renders the docs and loads (or creates) the CSRF key (see `key_for`).
-    pub fn new(cfg: &Config) -> std::io::Result<Site> {
+    pub fn new(cfg: &Config, cluster: Option<Arc<crate::cluster::Cluster>>) -> std::io::Result<Site> {
         let key = crate::store::secret::key_for(cfg, "web.key")?;
         let th = &cfg.console.throttle;
         let window = th.window.as_millis() as i64;
+        let throttle = |name, limit| Throttle::new(name, limit, window, cluster.clone());
         Ok(Site {
             docs: docs::Docs::render_all(),
             csrf: Csrf::new(key),
-            sign_in_per_ip: Throttle::new(th.sign_in_per_ip, window),
-            sign_in_per_account: Throttle::new(th.sign_in_per_account, window),
-            sign_up_per_ip: Throttle::new(th.sign_up_per_ip, window),
+            sign_in_per_ip: throttle("sign-in-ip", th.sign_in_per_ip),
+            sign_in_per_account: throttle("sign-in-account", th.sign_in_per_account),
+            sign_up_per_ip: throttle("sign-up-ip", th.sign_up_per_ip),
             hashing: Semaphore::new(CONCURRENT_HASHES),
             code_downloads: Default::default(),
         })

@@ -98,7 +98,10 @@ pub(super) async fn sign_in(env: &Env<'_>) -> Response {
     };
     let now = env.now();
     let ip = client_ip(env);
-    let limited = env.site.sign_in_per_ip.check(&ip, now).and(env.site.sign_in_per_account.check(&email, now));
+    let limited = match env.site.sign_in_per_ip.check(&ip, now).await {
+        Ok(()) => env.site.sign_in_per_account.check(&email, now).await,
+        refused => refused,
+    };
     if let Err(secs) = limited {
         let msg = t.too_many_attempts.replace("{s}", &secs.to_string());
         return sign_in_form(env, Some(&msg), 429).await.header("retry-after", secs.to_string());
@@ -124,13 +127,13 @@ pub(super) async fn sign_in(env: &Env<'_>) -> Response {
     match outcome {
         Err(e) => server_error(env, &e),
         Ok(Login::Wrong) => {
-            env.site.sign_in_per_ip.hit(&ip, now);
-            env.site.sign_in_per_account.hit(&email, now);
+            env.site.sign_in_per_ip.hit(&ip, now).await;
+            env.site.sign_in_per_account.hit(&email, now).await;
             sign_in_form(env, Some(t.bad_credentials), 401).await
         }
         Ok(Login::Banned) => sign_in_form(env, Some(t.account_banned), 403).await,
         Ok(Login::Ok(user_id)) => {
-            env.site.sign_in_per_account.reset(&email);
+            env.site.sign_in_per_account.reset(&email).await;
             let next = safe_next(form.get("next"));
             match start_session(env, user_id).await {
                 Ok(resp) => resp.header("location", next),
@@ -250,7 +253,7 @@ pub(super) async fn sign_up(env: &Env<'_>) -> Response {
     }
     let now = env.now();
     let ip = client_ip(env);
-    if let Err(secs) = env.site.sign_up_per_ip.check(&ip, now) {
+    if let Err(secs) = env.site.sign_up_per_ip.check(&ip, now).await {
         let msg = t.too_many_attempts.replace("{s}", &secs.to_string());
         return sign_up_form(env, Some(&msg), 429).await.header("retry-after", secs.to_string());
     }
@@ -271,7 +274,7 @@ pub(super) async fn sign_up(env: &Env<'_>) -> Response {
         Err(RegisterError::Store(e)) => return server_error(env, &e),
         Err(e) => return sign_up_form(env, Some(&register_message(env, &e)), 400).await,
     };
-    env.site.sign_up_per_ip.hit(&ip, now);
+    env.site.sign_up_per_ip.hit(&ip, now).await;
     // Load the new user (and any credits) before their first page.
     env.app.writer.flush().await;
     match start_session(env, user.id).await {

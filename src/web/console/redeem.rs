@@ -109,7 +109,7 @@ pub(super) async fn submit(env: &Env<'_>, viewer: &Viewer) -> Response {
     let Some(code) = env.req.form().get("code").map(str::to_string) else {
         return page(env, viewer, Some(Outcome::Failed(t.code_unknown.to_string()))).await;
     };
-    if let Err(e) = env.app.billing.redeem_allowed(viewer.user_id) {
+    if let Err(e) = env.app.billing.redeem_allowed(viewer.user_id).await {
         let secs = e.retry_after().unwrap_or(60);
         let msg = t.too_many_attempts.replace("{s}", &secs.to_string());
         return page(env, viewer, Some(Outcome::Failed(msg)))
@@ -122,7 +122,7 @@ pub(super) async fn submit(env: &Env<'_>, viewer: &Viewer) -> Response {
     let outcome = match result {
         Err(e) | Ok(Err(RedeemError::Store(e))) => return server_error(env, &e),
         Ok(Err(e)) => {
-            env.app.billing.redeem_failed(viewer.user_id);
+            env.app.billing.redeem_failed(viewer.user_id).await;
             Outcome::Failed(message(t, &e).to_string())
         }
         Ok(Ok(r)) => {

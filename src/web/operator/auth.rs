@@ -73,10 +73,10 @@ pub(super) async fn sign_in(env: &Env<'_>, admin_token: &str) -> Response {
     let now = env.now();
     let ip = env.req.client_ip.map(|i| i.to_string()).unwrap_or_else(|| "unknown".into());
     let email = f.get("email").and_then(normalize_email);
-    let limited = env.site.sign_in_per_ip.check(&ip, now).and_then(|_| match &email {
-        Some(e) => env.site.sign_in_per_account.check(e, now),
-        None => Ok(()),
-    });
+    let limited = match (env.site.sign_in_per_ip.check(&ip, now).await, &email) {
+        (Ok(()), Some(e)) => env.site.sign_in_per_account.check(e, now).await,
+        (other, _) => other,
+    };
     if let Err(secs) = limited {
         let msg = t.too_many_attempts.replace("{s}", &secs.to_string());
         return form(env, Some(&msg), 429).header("retry-after", secs.to_string());
@@ -89,9 +89,9 @@ pub(super) async fn sign_in(env: &Env<'_>, admin_token: &str) -> Response {
         Who::Token => start_session(env, "operator:token".to_string(), None).await,
         Who::User(id, email) => start_session(env, format!("operator:{email}"), Some(id)).await,
         Who::Nobody => {
-            env.site.sign_in_per_ip.hit(&ip, now);
+            env.site.sign_in_per_ip.hit(&ip, now).await;
             if let Some(e) = &email {
-                env.site.sign_in_per_account.hit(e, now);
+                env.site.sign_in_per_account.hit(e, now).await;
             }
             form(env, Some(t.op_bad_credentials), 401)
         }
