@@ -7,7 +7,7 @@
 mod common;
 
 use codex_proxy::fake_upstream::{Behavior, FakeUsage};
-use common::browser::{signed_up, Browser};
+use common::browser::{operator_signed_in, signed_up, Browser};
 use common::services::Redis;
 use common::*;
 use serde_json::{json, Value};
@@ -388,4 +388,34 @@ async fn sign_in_and_redemption_throttles_count_on_every_node() {
         assert_eq!(s, 429, "{b}");
         assert!(b.contains("Too many failed redemption attempts"), "{b}");
     }
+}
+
+#[tokio::test]
+async fn operators_see_the_cluster_and_its_live_nodes() {
+    let mut c = cluster(3, "200ms", "  redis_timeout: 100ms\n  lease_ttl: 2s");
+    let (s, b) = c.nodes[0].admin("GET", "/admin/config", None).await;
+    assert_eq!(s, 200);
+    let v = json(&b);
+    assert_eq!(v["cluster"]["redis"], "up");
+    let nodes = v["cluster"]["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 3, "{v}");
+    assert_eq!(nodes[0], v["cluster"]["this_node"], "this node comes first");
+    let settings = v["summary"]["sections"][0]["settings"].to_string();
+    assert!(settings.contains("3 nodes, on_redis_down local_limits, lease_ttl 2s"), "{settings}");
+    let op = operator_signed_in(&c.nodes[1]).await;
+    let page = op.get("/settings").await;
+    assert_eq!(page.status, 200);
+    assert!(page.body.contains("every limit is counted across the nodes"), "{}", page.body);
+    assert_eq!(page.body.matches("this node").count(), 1);
+    // A node that stops is gone from the list once its heartbeat expires.
+    c.nodes[2].kill9();
+    wait_for(Duration::from_secs(4), || async {
+        let (_, b) = c.nodes[0].admin("GET", "/admin/config", None).await;
+        json(&b)["cluster"]["nodes"].as_array().map_or(0, Vec::len) == 2
+    })
+    .await;
+    c.redis.stop();
+    let page = op.get("/settings").await;
+    assert!(page.body.contains("Redis is unreachable"), "the page asks Redis, and says when it cannot");
+    assert!(page.body.contains("<code>local_limits</code>"));
 }

@@ -485,13 +485,20 @@ pub async fn route(app: &Arc<App>, req: Req) -> AdminResult {
         }
         ("GET", ["admin", "requests"]) => requests_page(app, &req, tz).await,
         ("GET", ["admin", "overview"]) => overview(app, &req).await,
-        ("GET", ["admin", "config"]) => ok(json!({
-            "version": app.version,
-            "loaded_at": when(Some(app.loaded_at)),
-            "last_reload": app.reloads.last(),
-            "summary": super::settings::summary(&app.config),
-            "effective": format!("{:#?}", app.config),
-        })),
+        ("GET", ["admin", "config"]) => {
+            let cluster = match app.billing.cluster() {
+                Some(c) => crate::cluster::admin_json(c).await,
+                None => Value::Null,
+            };
+            ok(json!({
+                "version": app.version,
+                "loaded_at": when(Some(app.loaded_at)),
+                "last_reload": app.reloads.last(),
+                "cluster": cluster,
+                "summary": super::settings::summary(&app.config),
+                "effective": format!("{:#?}", app.config),
+            }))
+        }
         ("POST", ["admin", "channels", name, "test"]) => {
             let ch = app
                 .channels

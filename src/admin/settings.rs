@@ -19,6 +19,14 @@ fn offset(secs: i32) -> String {
 }
 
 /// Sections of `[setting, value]` pairs, then the models and the packages.
+/// A Redis URL without its password.
+fn redacted(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => format!("{}://…@{}", &url[..scheme], &url[at + 1..]),
+        _ => url.to_string(),
+    }
+}
+
 pub fn summary(c: &Config) -> Value {
     let listeners: Vec<String> =
         c.listeners.iter().map(|l| format!("{}{}", l.address, if l.tls.is_some() { " (TLS)" } else { "" })).collect();
@@ -34,6 +42,20 @@ pub fn summary(c: &Config) -> Value {
         ["storage.data_dir", path(&c.data_dir)],
         ["storage.database", path(&c.database)],
         ["storage.flush_interval", secs(c.flush_interval)],
+        [
+            "storage.redis_url",
+            c.cluster.as_ref().map_or("off (one node)".to_string(), |cl| redacted(cl.redis_url.expose()))
+        ],
+        [
+            "cluster",
+            c.cluster.as_ref().map_or("off".to_string(), |cl| format!(
+                "{} nodes, on_redis_down {}, lease_ttl {}, redis_timeout {}",
+                cl.nodes,
+                cl.on_redis_down.as_str(),
+                secs(cl.lease_ttl),
+                secs(cl.redis_timeout)
+            ))
+        ],
         ["access_log.path", c.access_log.as_deref().map_or("off".to_string(), path)],
         ["admin.listen", c.admin.listen.map_or("off".to_string(), |a| a.to_string())],
         ["demo_upstream", format!("{:?}", c.demo).to_lowercase()],
@@ -138,6 +160,13 @@ pub fn summary(c: &Config) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn redis_passwords_are_not_shown() {
+        assert_eq!(redacted("redis://:s3cret@10.0.0.5:6379/0"), "redis://…@10.0.0.5:6379/0");
+        assert_eq!(redacted("rediss://user:pw@host:6380"), "rediss://…@host:6380");
+        assert_eq!(redacted("unix:///run/redis.sock"), "unix:///run/redis.sock");
+    }
 
     #[test]
     fn offsets_read_as_utc_plus_minus() {

@@ -287,6 +287,37 @@ impl Cluster {
         Ok(if ms > 0 { Err(((ms + 999) / 1000) as u64) } else { Ok(()) })
     }
 
+    /// The instances whose heartbeat is alive, this one first.
+    pub async fn live_nodes(&self) -> Result<Vec<String>, ClusterError> {
+        let mut conn = self.link()?.conn.clone();
+        let pattern = keys::node("*");
+        let found: Vec<String> = self
+            .call(async move {
+                let mut found = Vec::new();
+                let mut cursor = 0u64;
+                loop {
+                    let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                        .arg(cursor)
+                        .arg("MATCH")
+                        .arg(&pattern)
+                        .arg("COUNT")
+                        .arg(1000)
+                        .query_async(&mut conn)
+                        .await?;
+                    found.extend(batch);
+                    if next == 0 {
+                        return Ok(found);
+                    }
+                    cursor = next;
+                }
+            })
+            .await?;
+        let prefix = keys::node("");
+        let mut nodes: Vec<String> = found.iter().map(|k| k.trim_start_matches(&prefix).to_string()).collect();
+        nodes.sort_by_key(|n| (n != &self.instance, n.clone()));
+        Ok(nodes)
+    }
+
     /// Ends a request admitted by `admit`: frees its slot and hold and counts
     /// its charge as unposted. Sent in the background, in order with posts; a
     /// failure leaves the lease to expire within `lease_ttl`.
@@ -310,12 +341,22 @@ impl Cluster {
     }
 }
 
+/// The cluster part of `GET /admin/config`: `status_json`, this node, the
+/// live nodes and the settings.
+pub async fn admin_json(c: &Cluster) -> serde_json::Value {
+    // Asked first: a failure then shows in the state below.
+    let nodes = c.live_nodes().await.map_or(serde_json::Value::Null, Into::into);
+    let mut v = status_json(c);
+    v["this_node"] = c.instance.clone().into();
+    v["nodes"] = nodes;
+    v["configured_nodes"] = c.cfg.nodes.into();
+    v["lease_ttl_ms"] = (c.cfg.lease_ttl.as_millis() as u64).into();
+    v
+}
+
 /// The cluster part of `/readyz`: whether limits are exact right now.
 pub fn status_json(c: &Cluster) -> serde_json::Value {
-    let policy = match c.cfg.on_redis_down {
-        RedisDown::FailClosed => "fail_closed",
-        RedisDown::LocalLimits => "local_limits",
-    };
+    let policy = c.cfg.on_redis_down.as_str();
     match c.health() {
         Health::Up => serde_json::json!({"redis": "up", "limits": "cluster", "on_redis_down": policy}),
         Health::Down { since_ms } => serde_json::json!({

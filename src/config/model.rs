@@ -113,6 +113,16 @@ pub enum RedisDown {
     LocalLimits,
 }
 
+impl RedisDown {
+    /// The name `cluster.on_redis_down` takes.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RedisDown::FailClosed => "fail_closed",
+            RedisDown::LocalLimits => "local_limits",
+        }
+    }
+}
+
 /// Buying credits online: the providers, what can be bought, and for how long
 /// an unpaid order stays open.
 #[derive(Debug, Clone)]

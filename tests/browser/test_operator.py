@@ -238,3 +238,67 @@ def test_a_refused_reload_shows_on_the_settings_page(operator, stack):
     assert page.locator("div.note.warn").count() == 0
     assert f"(v{answer['version']})" in page.inner_text("main"), page.inner_text("main")
     assert not errors, errors
+
+
+def test_the_cluster_on_the_settings_page(browser, stripe):
+    """A node of a cluster: the settings page names Redis's state, the policy
+    and the live nodes, and says so when Redis goes away."""
+    import os
+    import subprocess
+    import tempfile
+    import time
+
+    from conftest import BIN, CONF
+    from gateway_stack import Stack
+
+    tmp = tempfile.mkdtemp(prefix="codex-proxy-cluster-")
+    sock = os.path.join(tmp, "redis.sock")
+    redis = subprocess.Popen(
+        ["redis-server", "--port", "0", "--unixsocket", sock, "--save", "", "--appendonly", "no", "--dir", tmp],
+        stdout=subprocess.DEVNULL,
+    )
+    node = None
+    try:
+        for _ in range(200):
+            if os.path.exists(sock):
+                break
+            time.sleep(0.02)
+        conf = CONF.replace("  flush_interval: 20ms", "  flush_interval: 20ms\n  redis_url: unix://" + sock)
+        conf += "cluster: {{nodes: 2, on_redis_down: fail_closed, redis_timeout: 100ms}}\n"
+        node = Stack(
+            BIN,
+            tmp,
+            conf,
+            "operator@example.com",
+            admin_token=ADMIN_TOKEN,
+            stripe=stripe.url,
+            stripe_key="sk_test_x",
+            stripe_webhook="whsec_x",
+        )
+        _, b = browser
+        ctx = b.new_context(viewport={"width": 1280, "height": 860}, locale="en-US")
+        page = ctx.new_page()
+        page.goto(node.admin + "/sign-in")
+        page.fill("input[name=token]", ADMIN_TOKEN)
+        page.click("form:has(input[name=token]) button[type=submit]")
+        page.wait_for_url(node.admin + "/")
+        page.goto(node.admin + "/settings")
+        assert "every limit is counted across the nodes" in page.inner_text("#cluster-state")
+        assert "(this node)" in page.inner_text("main")
+        shot(page, "op-20-settings-cluster")
+        page.set_viewport_size({"width": 390, "height": 844})
+        no_sideways_scroll(page, "/settings")
+        shot(page, "op-21-settings-cluster-narrow")
+        page.set_viewport_size({"width": 1280, "height": 860})
+        redis.kill()
+        redis.wait()
+        page.goto(node.admin + "/settings")
+        state = page.inner_text("div.note.warn")
+        assert "Redis is unreachable" in state and "fail_closed" in state, state
+        assert "unknown until Redis answers" in page.inner_text("main")
+        shot(page, "op-22-settings-redis-down")
+        ctx.close()
+    finally:
+        redis.kill()
+        if node:
+            node.stop()

@@ -51,6 +51,22 @@ pub(super) async fn settings(env: &Env<'_>, op: &Operator) -> Response {
                 ul { @for e in list(&v["last_reload"]["errors"]) { li.mono { (s(&e)) } } }
             }
         }
+        @if let Some(cl) = v["cluster"].as_object() {
+            h2 { (t.op_cluster) }
+            @if cl.get("redis").and_then(Value::as_str) == Some("up") {
+                p #cluster-state { (t.op_cluster_redis_up) }
+            } @else {
+                div.note.warn { p #cluster-state { (t.op_cluster_redis_down) " " code { (s(&v["cluster"]["on_redis_down"])) } } }
+            }
+            p { (t.op_cluster_nodes) ": "
+                @if v["cluster"]["nodes"].is_null() { span.muted { (t.op_cluster_nodes_unknown) } }
+                @for (i, n) in list(&v["cluster"]["nodes"]).iter().enumerate() {
+                    @if i > 0 { ", " }
+                    code { (s(n)) }
+                    @if n == &v["cluster"]["this_node"] { " (" (t.op_cluster_this_node) ")" }
+                }
+            }
+        }
         @for sec in list(&sum["sections"]) {
             h2 { (s(&sec["title"])) }
             div.table-wrap { table.settings { tbody { @for kv in list(&sec["settings"]) { tr {
