@@ -11,11 +11,12 @@
 //!   and free their slots within `lease_ttl`.
 //! - **Requests per minute**: the admission times of the last minute.
 //! - **Plan quota and credits**: each lease holds its reservation (plan or
-//!   credits) as a single node does. A settled charge stays *pending* in
-//!   Redis until the node that made it commits it and reports its ledger row;
-//!   a node adds the pending charges of others whose row it has not loaded
-//!   yet (its ledger position says which) to what its memory shows. So the
-//!   cluster admits exactly what one node with every request would.
+//!   credits) as a single node does. A settled charge counts as *unposted* on
+//!   its node until the node commits it, then as a *posted* ledger row until
+//!   the other nodes load that row (their ledger position says when). A node
+//!   adds what the others settled and it has not loaded yet to what its
+//!   memory shows, so the cluster admits what one node with every request
+//!   would.
 //!
 //! When Redis cannot be reached, `cluster.on_redis_down` decides: refuse
 //! (`fail_closed`) or let each node enforce its share of each limit from
@@ -329,14 +330,15 @@ impl Cluster {
     /// This node committed charges: each ledger row's share moves from
     /// unposted to a posted row the other nodes count until they load it.
     pub fn posted(&self, posted: Vec<Posted>) {
-        let mut rows: HashMap<(i64, i64, &'static str), (i64, i64)> = HashMap::new();
+        type Row = (i64, i64, &'static str);
+        let mut rows: HashMap<Row, (Vec<(String, i64)>, i64)> = HashMap::new();
         for p in posted {
-            let row = rows.entry((p.user_id, p.ledger_id, p.account)).or_insert((0, p.charged_at));
-            row.0 += p.cost;
+            let row = rows.entry((p.user_id, p.ledger_id, p.account)).or_insert((Vec::new(), p.charged_at));
+            row.0.push((p.request_id, p.cost));
         }
-        for ((user_id, ledger_id, account), (amount, charged_at)) in rows {
+        for ((user_id, ledger_id, account), (charges, charged_at)) in rows {
             let source = if account == "plan" { Source::Plan } else { Source::Credits };
-            let _ = self.ops.send(sender::Op::Post { user_id, ledger_id, source, amount, charged_at });
+            let _ = self.ops.send(sender::Op::Post { user_id, ledger_id, source, charges, charged_at });
         }
     }
 }

@@ -7,7 +7,11 @@
 -- ARGV: 1 "instance|P or C", 2 P or C, 3 ledger id, 4 amount, 5 row time ms.
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-redis.call('HINCRBY', KEYS[1], ARGV[1], -tonumber(ARGV[4]))
+-- Never below zero: after Redis lost its data, a charge released before
+-- that may be posted after it.
+if redis.call('HINCRBY', KEYS[1], ARGV[1], -tonumber(ARGV[4])) < 0 then
+  redis.call('HSET', KEYS[1], ARGV[1], 0)
+end
 redis.call('ZADD', KEYS[2], ARGV[3], ARGV[3] .. '|' .. ARGV[2] .. '|' .. ARGV[4] .. '|' .. ARGV[5] .. '|' .. now)
 redis.call('PEXPIRE', KEYS[2], 86400000)
 local oldest = redis.call('ZRANGE', KEYS[2], 0, 15)

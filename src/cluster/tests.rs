@@ -8,6 +8,7 @@ use std::process::{Child, Command, Stdio};
 
 struct Server {
     child: Child,
+    sock: std::path::PathBuf,
     url: String,
     _dir: tempfile::TempDir,
 }
@@ -19,23 +20,39 @@ impl Drop for Server {
     }
 }
 
-fn redis() -> Server {
-    let dir = tempfile::tempdir().unwrap();
-    let sock = dir.path().join("r.sock");
+fn spawn(sock: &std::path::Path) -> Child {
+    let _ = std::fs::remove_file(sock);
     let child = Command::new("redis-server")
         .args(["--port", "0", "--save", "", "--appendonly", "no"])
         .arg("--unixsocket")
-        .arg(&sock)
+        .arg(sock)
         .stdout(Stdio::null())
         .spawn()
         .expect("redis-server is not installed: scripts/test installs Debian's redis-server package");
     for _ in 0..500 {
-        if std::os::unix::net::UnixStream::connect(&sock).is_ok() {
+        if std::os::unix::net::UnixStream::connect(sock).is_ok() {
             break;
         }
         std::thread::sleep(Duration::from_millis(10));
     }
-    Server { child, url: format!("unix://{}", sock.display()), _dir: dir }
+    child
+}
+
+fn redis() -> Server {
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("r.sock");
+    let child = spawn(&sock);
+    Server { child, url: format!("unix://{}", sock.display()), sock, _dir: dir }
+}
+
+impl Server {
+    /// Kills Redis, runs `during`, and starts an empty one on the same socket.
+    async fn outage(&mut self, during: impl std::future::Future<Output = ()>) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        during.await;
+        self.child = spawn(&self.sock);
+    }
 }
 
 fn node(server: &Server, instance: &str, lease_ttl: Duration) -> Arc<Cluster> {
@@ -164,4 +181,55 @@ async fn a_dead_node_s_unposted_charges_stop_counting_after_its_heartbeat() {
     drop(a);
     tokio::time::sleep(Duration::from_millis(1_500)).await;
     assert_eq!(held(&b, credits("r3", 1000, 0, 10)).await, Ok(1000));
+}
+
+#[tokio::test]
+async fn a_row_only_takes_over_charges_the_node_released_through_redis() {
+    let server = redis();
+    let a = node(&server, "A", Duration::from_secs(10));
+    assert!(held(&a, credits("r1", 1000, 0, 10)).await.is_ok());
+    a.release(7, "r1".into(), Source::Credits, 700);
+    unposted_is(&server, &a, 700).await;
+    // A row that also charges a request admitted from memory (Redis was
+    // down): only r1's 700 leaves the counter, not the other's 500.
+    let posted = |id: &str, cost| Posted {
+        user_id: 7,
+        request_id: id.into(),
+        ledger_id: 9,
+        account: "credits",
+        cost,
+        charged_at: crate::clock::now_ms(),
+    };
+    a.posted(vec![posted("local", 500)]);
+    assert!(held(&a, credits("r2", 1000, 0, 10)).await.is_ok());
+    a.release(7, "r2".into(), Source::Credits, 100);
+    unposted_is(&server, &a, 800).await;
+    a.posted(vec![posted("r1", 700), posted("r2", 100)]);
+    unposted_is(&server, &a, 0).await;
+}
+
+#[tokio::test]
+async fn releases_wait_for_redis_and_go_out_in_order() {
+    let mut server = redis();
+    let a = node(&server, "A", Duration::from_secs(10));
+    assert!(held(&a, credits("r1", 1000, 0, 10)).await.is_ok());
+    // Redis goes away while r1 ends: its release waits and is sent once an
+    // (empty) Redis is back, before the post that follows it.
+    server
+        .outage(async {
+            a.release(7, "r1".into(), Source::Credits, 700);
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        })
+        .await;
+    unposted_is(&server, &a, 700).await;
+    let posted = Posted {
+        user_id: 7,
+        request_id: "r1".into(),
+        ledger_id: 3,
+        account: "credits",
+        cost: 700,
+        charged_at: crate::clock::now_ms(),
+    };
+    a.posted(vec![posted]);
+    unposted_is(&server, &a, 0).await;
 }
