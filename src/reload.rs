@@ -57,6 +57,8 @@ pub struct Reloader {
     certs: Vec<(SocketAddr, Arc<Certificates>)>,
     /// One reload at a time.
     busy: Mutex<()>,
+    /// The other nodes, told of each reload made here.
+    cluster: once_cell::sync::OnceCell<Arc<crate::cluster::Cluster>>,
 }
 
 /// The last reload attempt, shared by every generation of `App`.
@@ -76,17 +78,39 @@ impl Reloader {
         demo: Option<SocketAddr>,
         certs: Vec<(SocketAddr, Arc<Certificates>)>,
     ) -> Reloader {
-        Reloader { path, live, demo, certs, busy: Mutex::new(()) }
+        Reloader { path, live, demo, certs, busy: Mutex::new(()), cluster: Default::default() }
     }
 
     pub fn live(&self) -> &Arc<Live> {
         &self.live
     }
 
+    /// Makes reloads made here reach the other nodes of `cluster`, and
+    /// theirs reach this one.
+    pub fn join(self: &Arc<Self>, cluster: Arc<crate::cluster::Cluster>) {
+        let weak = Arc::downgrade(self);
+        cluster.on_peer_reload(Arc::new(move || {
+            if let Some(r) = weak.upgrade() {
+                r.reload_here();
+            }
+        }));
+        let _ = self.cluster.set(cluster);
+    }
+
     /// Re-reads the file and, when it is valid, makes it the configuration
-    /// of every request from now on. Blocking (file and DNS reads): call it
-    /// off the request path.
+    /// of every request from now on; then tells the other nodes of a
+    /// cluster to reload theirs. Blocking (file and DNS reads): call it off
+    /// the request path.
     pub fn reload(&self) -> Outcome {
+        let outcome = self.reload_here();
+        if let (true, Some(c)) = (outcome.ok, self.cluster.get()) {
+            c.announce_reload();
+        }
+        outcome
+    }
+
+    /// `reload` for this node alone (another node asked for it).
+    fn reload_here(&self) -> Outcome {
         let _one = self.busy.lock();
         let running = self.live.current();
         let outcome = match self.prepare(&running) {

@@ -184,6 +184,9 @@ pub fn serve(cfg: Config, opts: ServeOptions) -> Result<(), ServeError> {
     server.add_service(proxy);
     let reloader =
         Arc::new(Reloader::new(opts.config_path.clone(), live.clone(), demo_listener.as_ref().map(|(_, a)| *a), certs));
+    if let Some(c) = &cluster {
+        reloader.join(c.clone());
+    }
 
     // The admin API, on its own listener.
     let admin_addr = match cfg.admin.listen {

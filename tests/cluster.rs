@@ -419,3 +419,29 @@ async fn operators_see_the_cluster_and_its_live_nodes() {
     assert!(page.body.contains("Redis is unreachable"), "the page asks Redis, and says when it cannot");
     assert!(page.body.contains("<code>local_limits</code>"));
 }
+
+#[tokio::test]
+async fn a_reload_on_one_node_reloads_every_node_within_a_second() {
+    let c = cluster(3, "200ms", "");
+    // The operator changed the file on every machine (here: a new plan)...
+    for node in &c.nodes {
+        let text = std::fs::read_to_string(&node.conf).unwrap();
+        let text = text.replacen("plans:\n", "plans:\n  - {id: added, daily_quota: 1, duration_days: 7}\n", 1);
+        std::fs::write(&node.conf, text).unwrap();
+    }
+    // ...and reloads one node.
+    let (s, b) = c.nodes[0].admin("POST", "/admin/config/reload", None).await;
+    assert_eq!(s, 200, "{b}");
+    let version = |b: &str| json(b)["version"].as_i64().unwrap();
+    assert_eq!(version(&b), 2);
+    for node in &c.nodes[1..] {
+        let took = wait_for(Duration::from_secs(1), || async {
+            let (_, b) = node.admin("GET", "/admin/config", None).await;
+            version(&b) == 2
+        })
+        .await;
+        println!("a peer reloaded {took:?} after node 1");
+        let (_, b) = node.admin("GET", "/admin/plans", None).await;
+        assert!(b.contains("\"added\""), "{b}");
+    }
+}

@@ -24,8 +24,11 @@
 //! `/readyz`. See `docs/scaling-out.md` for the invariants and their tests.
 
 mod keys;
+mod peers;
 mod sender;
 mod upkeep;
+
+pub use peers::OnPeerReload;
 
 use crate::billing::Source;
 use crate::config::{ClusterConfig, RedisDown};
@@ -122,6 +125,7 @@ pub struct Cluster {
     /// Releases and posts, sent to Redis in the order they happen.
     ops: tokio::sync::mpsc::UnboundedSender<sender::Op>,
     ops_rx: Mutex<Option<tokio::sync::mpsc::UnboundedReceiver<sender::Op>>>,
+    on_peer_reload: once_cell::sync::OnceCell<OnPeerReload>,
 }
 
 /// The connection to Redis and the runtime that drives it.
@@ -148,6 +152,7 @@ impl Cluster {
             leases: Mutex::new(HashMap::new()),
             ops,
             ops_rx: Mutex::new(Some(ops_rx)),
+            on_peer_reload: once_cell::sync::OnceCell::new(),
         }))
     }
 
@@ -179,6 +184,7 @@ impl Cluster {
             if let Some(rx) = self.ops_rx.lock().take() {
                 sender::spawn(self, rx);
             }
+            peers::spawn(self);
         }
         Ok(())
     }
