@@ -82,6 +82,18 @@ impl Cluster {
         out
     }
 
+    /// Waits until Redis shows nothing in flight for the user: every release
+    /// (sent in the background after the answer) has arrived.
+    async fn settled(&self, user_id: i64) {
+        let tag = format!("codex-proxy:{{u:{user_id}}}");
+        wait_for(Duration::from_secs(5), || async {
+            let leases = self.redis.cli(&["ZCARD", &format!("{tag}:leases")]);
+            let held = self.redis.cli(&["HMGET", &format!("{tag}:held"), "P", "C"]);
+            leases == "0" && held.lines().all(|l| l.is_empty() || l == "0")
+        })
+        .await;
+    }
+
     /// The shared database, read directly.
     fn db(&self) -> rusqlite::Connection {
         rusqlite::Connection::open(&self.db).unwrap()
@@ -134,13 +146,14 @@ fn slow(fake: &codex_proxy::fake_upstream::FakeUpstream, n: usize, delay_ms: u64
 #[tokio::test]
 async fn concurrency_holds_across_three_nodes() {
     let c = cluster(3, "200ms", "");
-    let (_, key) = c.user("four@x.io", None, Some("four")).await;
+    let (user, key) = c.user("four@x.io", None, Some("four")).await;
     slow(&c.fake, 15, 1500, 10);
     let statuses = c.burst(15, &key, &meter(100)).await;
     println!("15 at once over 3 nodes, limit 4: {statuses:?}");
     assert_eq!((count(&statuses, 200), count(&statuses, 429)), (4, 11));
     assert_eq!(c.fake.state.hits(), 4, "the upstream saw exactly the admitted requests");
     // Every slot is free again, on every node.
+    c.settled(user).await;
     slow(&c.fake, 4, 0, 10);
     assert_eq!(c.burst(4, &key, &meter(100)).await, vec![200; 4]);
 }
@@ -164,16 +177,16 @@ async fn requests_per_minute_and_the_daily_quota_hold_across_nodes() {
     // Quota 1000 micro, each request holds 400 and costs 300: the cluster
     // admits while used + held < 1000, i.e. 3 at once (each node alone would
     // admit 3).
-    let (_, key) = c.user("quota@x.io", None, Some("quota")).await;
+    let (user, key) = c.user("quota@x.io", None, Some("quota")).await;
     slow(&c.fake, 9, 1000, 300);
     let statuses = c.burst(9, &key, &meter(400)).await;
     println!("9 at once over 3 nodes on a quota for 3: {statuses:?}");
     assert_eq!((count(&statuses, 200), count(&statuses, 429)), (3, 6));
     // 900 used: one more fits (900 < 1000), then none, whichever node asks.
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    c.settled(user).await;
     slow(&c.fake, 2, 0, 300);
     assert_eq!(post(&c.nodes[1], "/v1/chat/completions", &key, &meter(400)).await.0, 200);
-    tokio::time::sleep(Duration::from_millis(50)).await;
+    c.settled(user).await;
     let (s, _, b) = post(&c.nodes[2], "/v1/chat/completions", &key, &meter(400)).await;
     assert_eq!(s, 429, "{b}");
     assert!(b.contains("Daily plan quota exhausted"), "{b}");
@@ -189,13 +202,15 @@ async fn credits_hold_across_nodes_before_they_see_each_others_ledger() {
     let statuses = c.burst(30, &key, &meter(1000)).await;
     println!("30 at once over 3 nodes on a balance for 10: {statuses:?}");
     assert_eq!((count(&statuses, 200), count(&statuses, 402)), (10, 20));
-    // 3000 left. One request after another, each on the next node, 50 ms
-    // apart: 1000, 1000, 1000 held -> 2300, 1600, 900 left; 900 held -> 200;
-    // 200 held -> -500 (an overdraw within that request's estimate); then 402.
+    // 3000 left. One request after another, each on the next node once the
+    // previous one's release reached Redis (its charge is then unposted or
+    // posted, and the next node's memory may not have it yet): 1000, 1000,
+    // 1000 held -> 2300, 1600, 900 left; 900 held -> 200; 200 held -> -500
+    // (an overdraw within that request's estimate); then 402.
     slow(&c.fake, 6, 0, 700);
     let mut statuses = Vec::new();
     for i in 0..6 {
-        tokio::time::sleep(Duration::from_millis(50)).await;
+        c.settled(user).await;
         statuses.push(post(&c.nodes[i % 3], "/v1/chat/completions", &key, &meter(1000)).await.0);
     }
     println!("then one at a time over the nodes: {statuses:?}");
