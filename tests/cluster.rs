@@ -148,7 +148,17 @@ async fn concurrency_holds_across_three_nodes() {
     let c = cluster(3, "200ms", "");
     let (user, key) = c.user("four@x.io", None, Some("four")).await;
     slow(&c.fake, 15, 1500, 10);
-    let statuses = c.burst(15, &key, &meter(100)).await;
+    let burst = {
+        let c = &c;
+        let key = key.clone();
+        async move { c.burst(15, &key, &meter(100)).await }
+    };
+    let account = async {
+        tokio::time::sleep(Duration::from_millis(700)).await;
+        json(&get(&c.nodes[2], "/v1/account", &key).await.2)
+    };
+    let (statuses, account) = tokio::join!(burst, account);
+    assert_eq!(account["concurrency"], json!({"limit": 4, "in_use": 4}), "every node's requests count");
     println!("15 at once over 3 nodes, limit 4: {statuses:?}");
     assert_eq!((count(&statuses, 200), count(&statuses, 429)), (4, 11));
     assert_eq!(c.fake.state.hits(), 4, "the upstream saw exactly the admitted requests");

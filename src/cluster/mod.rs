@@ -45,6 +45,13 @@ static ADMIT: once_cell::sync::Lazy<redis::Script> =
     once_cell::sync::Lazy::new(|| redis::Script::new(include_str!("admit.lua")));
 static WINDOW: once_cell::sync::Lazy<redis::Script> =
     once_cell::sync::Lazy::new(|| redis::Script::new(include_str!("window.lua")));
+/// Live leases: expiry past Redis's clock.
+static IN_FLIGHT: once_cell::sync::Lazy<redis::Script> = once_cell::sync::Lazy::new(|| {
+    redis::Script::new(
+        "local t = redis.call('TIME') \
+         return redis.call('ZCOUNT', KEYS[1], '(' .. (t[1] * 1000 + math.floor(t[2] / 1000)), '+inf')",
+    )
+});
 /// Sent with EVAL in the renewal pipeline (few calls, one per user).
 const RENEW: &str = include_str!("renew.lua");
 
@@ -292,6 +299,15 @@ impl Cluster {
         let mut conn = self.link()?.conn.clone();
         let ms: i64 = self.call(async move { inv.invoke_async(&mut conn).await }).await?;
         Ok(if ms > 0 { Err(((ms + 999) / 1000) as u64) } else { Ok(()) })
+    }
+
+    /// The user's requests in flight on every node (for `/v1/account`).
+    pub async fn in_flight(&self, user_id: i64) -> Result<u32, ClusterError> {
+        let k = keys::User::new(user_id);
+        let mut inv = IN_FLIGHT.prepare_invoke();
+        inv.key(&k.leases);
+        let mut conn = self.link()?.conn.clone();
+        self.call(async move { inv.invoke_async(&mut conn).await }).await
     }
 
     /// The instances whose heartbeat is alive, this one first.

@@ -50,7 +50,14 @@ fn account_json(app: &App, id: &Identity) -> Value {
 }
 
 pub async fn account(app: &App, session: &mut Session, ctx: &mut RequestCtx, id: &Identity) {
-    respond::json(session, ctx, &account_json(app, id)).await;
+    let mut v = account_json(app, id);
+    // On a cluster, the requests in flight on every node.
+    if let Some(c) = app.billing.cluster() {
+        if let Ok(n) = c.in_flight(id.user.id).await {
+            v["concurrency"]["in_use"] = n.into();
+        }
+    }
+    respond::json(session, ctx, &v).await;
 }
 
 fn usd(micros: i64) -> f64 {
