@@ -14,6 +14,7 @@
 //! - `server`, `listen`, `shutdown`: process wiring;
 //! - `connections`: per-address connection limits and the request-head deadline;
 //! - `cluster`: limits shared by several nodes through Redis;
+//! - `throttle`: attempt counters (sign-in, sign-up, redemption failures);
 //! - `reload`: re-reading the YAML file into a running gateway;
 //! - `upgrade`: handing the listeners to a new binary on SIGUSR2, and sd_notify;
 //! - `tls`: the listeners' certificates (swapped on reload);
@@ -53,6 +54,7 @@ pub(crate) mod server;
 pub(crate) mod shutdown;
 pub(crate) mod sse;
 pub(crate) mod store;
+pub(crate) mod throttle;
 pub(crate) mod tls;
 pub(crate) mod traffic;
 pub(crate) mod upgrade;

@@ -24,19 +24,20 @@ pub mod estimate;
 
 use crate::accounts::{KeyEntry, UserEntry};
 use crate::clock::{Clock, Days};
-use crate::cluster::{AdmitRequest, Cluster, Health, WindowOp};
+use crate::cluster::{AdmitRequest, Cluster, Health};
 use crate::config::Config;
 use crate::config::RedisDown;
 use crate::error::GatewayError;
 use crate::limits::{self, MinuteWindow};
 use crate::store::{self, writer::LedgerEntry, StoreError};
+use crate::throttle::Throttle;
 use arc_swap::ArcSwap;
 use parking_lot::{Mutex, RwLock};
 use rusqlite::Connection;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-/// Window and limit of the redemption brute-force guard.
+/// Window of the redemption brute-force guard.
 const REDEEM_WINDOW_MS: i64 = 600_000;
 
 #[derive(Debug, Default)]
@@ -50,7 +51,6 @@ struct UserState {
     plan_reserved: i64,
     inflight: u32,
     minute: MinuteWindow,
-    redeem_failures: MinuteWindow,
 }
 
 impl UserState {
@@ -61,6 +61,11 @@ impl UserState {
             self.plan_used = 0;
         }
     }
+}
+
+/// The concurrency limit of a user on `plan` (or on none).
+fn concurrency_of(plan: Option<&crate::config::PlanConfig>, cfg: &Config) -> u32 {
+    plan.and_then(|p| p.concurrency).unwrap_or(cfg.billing.default_concurrency)
 }
 
 /// What pays for a request.
@@ -90,6 +95,8 @@ pub struct Billing {
     last_ledger_id: Mutex<i64>,
     /// The other nodes' share of every limit, when this node is one of several.
     cluster: once_cell::sync::OnceCell<Arc<Cluster>>,
+    /// Failed redemptions per user (`billing.redeem_failures_per_10min`).
+    redeem_failures: Throttle,
 }
 
 /// An admitted request: its concurrency slot and reservation, released on
@@ -103,8 +110,9 @@ pub struct Ticket {
     pub balance: i64,
     pub plan_remaining: Option<i64>,
     settled: bool,
-    /// Admitted through the cluster: its lease is released there too.
-    lease: Option<(Arc<Cluster>, String)>,
+    /// Admitted through the cluster: the request id its lease is under,
+    /// released there too.
+    lease: Option<String>,
 }
 
 /// A user's account as shown by `/v1/account`.
@@ -175,6 +183,7 @@ impl Billing {
             };
             users.insert(*id, Arc::new(Mutex::new(st)));
         }
+        let redeem_limit = cfg.billing.redeem_failures_per_10min;
         let billing = Billing {
             cfg: ArcSwap::new(cfg),
             days,
@@ -182,12 +191,14 @@ impl Billing {
             users: RwLock::new(users),
             last_ledger_id: Mutex::new(last),
             cluster: once_cell::sync::OnceCell::new(),
+            redeem_failures: Throttle::new("redeem", redeem_limit, REDEEM_WINDOW_MS, None),
         };
         Ok((billing, LedgerCheck { loaded: credits, through: last }))
     }
 
     /// Plans and billing parameters for requests admitted from now on.
     pub fn set_config(&self, cfg: Arc<Config>) {
+        self.redeem_failures.set_limit(cfg.billing.redeem_failures_per_10min);
         self.cfg.store(cfg);
     }
 
@@ -270,6 +281,7 @@ impl Billing {
 
     /// Makes this node one of a cluster: admission goes through `cluster`.
     pub fn join(&self, cluster: Arc<Cluster>) {
+        self.redeem_failures.join(cluster.clone());
         let _ = self.cluster.set(cluster);
     }
 
@@ -337,7 +349,7 @@ impl Billing {
         let req = AdmitRequest {
             user_id: user.id,
             request_id,
-            concurrency: plan.and_then(|p| p.concurrency).unwrap_or(cfg.billing.default_concurrency),
+            concurrency: concurrency_of(plan, &cfg),
             rpm: plan.and_then(|p| p.requests_per_minute),
             quota: plan.map(|p| p.daily_quota),
             plan_used,
@@ -366,7 +378,7 @@ impl Billing {
             balance: admitted.balance,
             plan_remaining: plan.map(|p| (p.daily_quota - admitted.plan_used).max(0)),
             settled: false,
-            lease: Some((cluster.clone(), request_id.to_string())),
+            lease: Some(request_id.to_string()),
         }))
     }
 
@@ -395,7 +407,7 @@ impl Billing {
         let cfg = self.cfg.load();
         let plan = user.active_plan(&cfg, now).map(|(_, p)| p);
         limits::check_model(plan, key, model)?;
-        let concurrency = plan.and_then(|p| p.concurrency).unwrap_or(cfg.billing.default_concurrency);
+        let concurrency = concurrency_of(plan, &cfg);
         let st = self.state(user.id);
         let mut st = st.lock();
         if st.inflight >= concurrency.div_ceil(nodes) {
@@ -452,7 +464,7 @@ impl Billing {
             reserved: st.reserved,
             plan_used_today: st.plan_used,
             inflight: st.inflight,
-            concurrency_limit: plan.and_then(|p| p.concurrency).unwrap_or(cfg.billing.default_concurrency),
+            concurrency_limit: concurrency_of(plan, &cfg),
             next_reset_ms: self.days.next_reset(now),
         }
     }
@@ -460,29 +472,12 @@ impl Billing {
     /// Refuses a redemption attempt while the user is over the failure limit
     /// (counted on every node of a cluster).
     pub async fn redeem_allowed(&self, user_id: i64) -> Result<(), GatewayError> {
-        let now = self.now_ms();
-        let limit = self.cfg.load().billing.redeem_failures_per_10min;
-        let st = self.state(user_id);
-        let (n, free_at) = st.lock().redeem_failures.count(now, REDEEM_WINDOW_MS);
-        if n >= limit as usize {
-            return Err(GatewayError::RedeemThrottled { retry_after: ((free_at - now + 999) / 1000).max(1) as u64 });
-        }
-        if let Some(c) = self.cluster.get() {
-            let shared = c.window("redeem", &user_id.to_string(), limit, REDEEM_WINDOW_MS, WindowOp::Check).await;
-            if let Ok(Err(retry_after)) = shared {
-                return Err(GatewayError::RedeemThrottled { retry_after });
-            }
-        }
-        Ok(())
+        let check = self.redeem_failures.check(&user_id.to_string(), self.now_ms()).await;
+        check.map_err(|retry_after| GatewayError::RedeemThrottled { retry_after })
     }
 
     pub async fn redeem_failed(&self, user_id: i64) {
-        let now = self.now_ms();
-        self.state(user_id).lock().redeem_failures.record(now, REDEEM_WINDOW_MS);
-        if let Some(c) = self.cluster.get() {
-            let limit = self.cfg.load().billing.redeem_failures_per_10min;
-            let _ = c.window("redeem", &user_id.to_string(), limit, REDEEM_WINDOW_MS, WindowOp::Hit).await;
-        }
+        self.redeem_failures.hit(&user_id.to_string(), self.now_ms()).await;
     }
 
     /// Releases a ticket, charging `cost` (0: nothing to charge).
@@ -515,9 +510,7 @@ impl Ticket {
         let now = self.billing.now_ms();
         let cost = cost.max(0);
         self.billing.release(&self, cost, now);
-        if let Some((cluster, request_id)) = self.lease.take() {
-            cluster.release(self.user_id, request_id, self.source, cost);
-        }
+        self.release_lease(cost);
         (cost > 0).then(|| LedgerEntry {
             user_id: self.user_id,
             account: self.source.as_str(),
@@ -530,14 +523,21 @@ impl Ticket {
     }
 }
 
+impl Ticket {
+    /// Ends the request's cluster lease, charging `cost` there.
+    fn release_lease(&mut self, cost: i64) {
+        if let (Some(request_id), Some(c)) = (self.lease.take(), self.billing.cluster.get()) {
+            c.release(self.user_id, request_id, self.source, cost);
+        }
+    }
+}
+
 impl Drop for Ticket {
     fn drop(&mut self) {
         if !self.settled {
             let now = self.billing.now_ms();
             self.billing.release(self, 0, now);
-            if let Some((cluster, request_id)) = self.lease.take() {
-                cluster.release(self.user_id, request_id, self.source, 0);
-            }
+            self.release_lease(0);
         }
     }
 }

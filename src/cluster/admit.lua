@@ -15,8 +15,6 @@
 -- {refusal, detail}: 1 concurrency, 2 requests per minute (detail: ms until a
 -- slot frees), 3 daily quota, 4 credits held by requests in flight,
 -- 5 insufficient credits.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local id, instance = ARGV[1], ARGV[2]
 local ttl, concurrency, rpm = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
 local quota, used, day_start = tonumber(ARGV[7]), tonumber(ARGV[8]), tonumber(ARGV[9])

@@ -41,19 +41,24 @@ use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+/// A script that starts with `now.lua` (Redis's clock in ms as `now`).
+macro_rules! timed_lua {
+    ($file:literal) => {
+        concat!(include_str!("now.lua"), include_str!($file))
+    };
+}
+pub(crate) use timed_lua;
+
 static ADMIT: once_cell::sync::Lazy<redis::Script> =
-    once_cell::sync::Lazy::new(|| redis::Script::new(include_str!("admit.lua")));
+    once_cell::sync::Lazy::new(|| redis::Script::new(timed_lua!("admit.lua")));
 static WINDOW: once_cell::sync::Lazy<redis::Script> =
-    once_cell::sync::Lazy::new(|| redis::Script::new(include_str!("window.lua")));
+    once_cell::sync::Lazy::new(|| redis::Script::new(timed_lua!("window.lua")));
 /// Live leases: expiry past Redis's clock.
 static IN_FLIGHT: once_cell::sync::Lazy<redis::Script> = once_cell::sync::Lazy::new(|| {
-    redis::Script::new(
-        "local t = redis.call('TIME') \
-         return redis.call('ZCOUNT', KEYS[1], '(' .. (t[1] * 1000 + math.floor(t[2] / 1000)), '+inf')",
-    )
+    redis::Script::new(concat!(include_str!("now.lua"), "return redis.call('ZCOUNT', KEYS[1], '(' .. now, '+inf')"))
 });
 /// Sent with EVAL in the renewal pipeline (few calls, one per user).
-const RENEW: &str = include_str!("renew.lua");
+const RENEW: &str = timed_lua!("renew.lua");
 
 #[derive(Debug, thiserror::Error)]
 pub enum ClusterError {

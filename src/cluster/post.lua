@@ -5,8 +5,6 @@
 --
 -- KEYS: 1 unposted, 2 this node's posted rows.
 -- ARGV: 1 "instance|P or C", 2 P or C, 3 ledger id, 4 amount, 5 row time ms.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 -- Never below zero: after Redis lost its data, a charge released before
 -- that may be posted after it.
 if redis.call('HINCRBY', KEYS[1], ARGV[1], -tonumber(ARGV[4])) < 0 then

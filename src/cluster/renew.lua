@@ -2,8 +2,6 @@
 -- is gone (released, or expired because this node stalled) stays gone.
 --
 -- KEYS: 1 leases. ARGV: 1 lease ttl ms, 2.. request ids.
-local t = redis.call('TIME')
-local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local renewed = 0
 for i = 2, #ARGV do
   renewed = renewed + redis.call('ZADD', KEYS[1], 'XX', 'CH', now + tonumber(ARGV[1]), ARGV[i])

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc::UnboundedReceiver;
 
 const RELEASE_LUA: &str = include_str!("release.lua");
-const POST_LUA: &str = include_str!("post.lua");
+const POST_LUA: &str = super::timed_lua!("post.lua");
 static RELEASE: once_cell::sync::Lazy<redis::Script> = once_cell::sync::Lazy::new(|| redis::Script::new(RELEASE_LUA));
 static POST: once_cell::sync::Lazy<redis::Script> = once_cell::sync::Lazy::new(|| redis::Script::new(POST_LUA));
 

@@ -21,19 +21,18 @@ mod operator;
 mod request;
 mod response;
 mod session;
-mod throttle;
 
 pub use request::{Request, MAX_FORM_BYTES};
 pub use response::{security_headers, Body, Response};
 
 use crate::app::App;
 use crate::config::{Config, ConsoleConfig};
+use crate::throttle::Throttle;
 use i18n::{Lang, Text};
 use layout::{BaseUrls, Page};
 use maud::html;
 use session::Csrf;
 use std::sync::Arc;
-use throttle::Throttle;
 use tokio::sync::Semaphore;
 
 /// Password hashes computed at once, at most: each argon2id hash takes 19 MiB

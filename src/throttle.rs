@@ -1,5 +1,6 @@
-//! Attempt counters for the console's sign-in and sign-up: a sliding window
-//! per key (a client IP, or an email), in memory, bounded in size. On a node
+//! Attempt counters: a sliding window per key (a client IP or an email for
+//! the console's sign-in and sign-up, a user for redemption failures), in
+//! memory, bounded in size. On a node
 //! of a cluster the window is also counted in Redis, shared by every node, so
 //! spreading attempts over the nodes gains nothing; while Redis is down each
 //! node's own window still applies.
@@ -9,6 +10,7 @@ use crate::limits::MinuteWindow;
 use lru::LruCache;
 use parking_lot::Mutex;
 use std::num::NonZeroUsize;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 /// Keys remembered at most; the least recently seen are forgotten first.
@@ -17,21 +19,39 @@ const CAPACITY: usize = 100_000;
 pub struct Throttle {
     /// Names the shared window in Redis.
     name: &'static str,
-    limit: usize,
+    /// Attempts per window; a reload may change it.
+    limit: AtomicU32,
     window_ms: i64,
     seen: Mutex<LruCache<String, MinuteWindow>>,
-    cluster: Option<Arc<Cluster>>,
+    cluster: once_cell::sync::OnceCell<Arc<Cluster>>,
 }
 
 impl Throttle {
     pub fn new(name: &'static str, limit: u32, window_ms: i64, cluster: Option<Arc<Cluster>>) -> Throttle {
-        Throttle {
+        let t = Throttle {
             name,
-            limit: limit as usize,
+            limit: AtomicU32::new(limit),
             window_ms,
             seen: Mutex::new(LruCache::new(NonZeroUsize::new(CAPACITY).expect("non-zero"))),
-            cluster,
+            cluster: once_cell::sync::OnceCell::new(),
+        };
+        if let Some(c) = cluster {
+            t.join(c);
         }
+        t
+    }
+
+    /// Counts in `cluster`'s shared window too from now on.
+    pub fn join(&self, cluster: Arc<Cluster>) {
+        let _ = self.cluster.set(cluster);
+    }
+
+    pub fn set_limit(&self, limit: u32) {
+        self.limit.store(limit, Ordering::Relaxed);
+    }
+
+    fn limit(&self) -> u32 {
+        self.limit.load(Ordering::Relaxed)
     }
 
     /// `Err(seconds)` while `key` has used up its attempts, here or in the
@@ -58,15 +78,15 @@ impl Throttle {
 
     /// The cluster's window, when there is one and Redis answers.
     async fn shared(&self, key: &str, op: WindowOp) -> Option<Result<(), u64>> {
-        let c = self.cluster.as_ref()?;
-        c.window(self.name, key, self.limit as u32, self.window_ms, op).await.ok()
+        let c = self.cluster.get()?;
+        c.window(self.name, key, self.limit(), self.window_ms, op).await.ok()
     }
 
     fn check_here(&self, key: &str, now: i64) -> Result<(), u64> {
         let mut seen = self.seen.lock();
         let Some(w) = seen.get_mut(key) else { return Ok(()) };
         let (n, free_at) = w.count(now, self.window_ms);
-        if n >= self.limit {
+        if n >= self.limit() as usize {
             return Err(((free_at - now + 999) / 1000).max(1) as u64);
         }
         Ok(())
