@@ -41,22 +41,8 @@ pub(super) fn spawn(cluster: &Arc<Cluster>) {
     let (weak, client, me) = (Arc::downgrade(cluster), cluster.client.clone(), cluster.instance.clone());
     link.runtime.spawn(async move {
         loop {
-            match client.get_async_pubsub().await {
-                Ok(mut ps) => match ps.subscribe(CHANNEL).await {
-                    Ok(()) => {
-                        let mut messages = ps.on_message();
-                        while let Some(m) = messages.next().await {
-                            let from: String = m.get_payload().unwrap_or_default();
-                            if from != me {
-                                log::info!("node {from} reloaded its configuration: reloading this node's");
-                                let f = f.clone();
-                                tokio::task::spawn_blocking(move || f());
-                            }
-                        }
-                    }
-                    Err(e) => log::debug!("cannot subscribe to {CHANNEL}: {e}"),
-                },
-                Err(e) => log::debug!("cannot open a subscription to {CHANNEL}: {e}"),
+            if let Err(e) = listen(&client, &me, &f).await {
+                log::debug!("the subscription to {CHANNEL} ended: {e}");
             }
             match weak.upgrade() {
                 Some(c) if c.health() != Health::Up => tokio::time::sleep(Duration::from_secs(1)).await,
@@ -65,4 +51,21 @@ pub(super) fn spawn(cluster: &Arc<Cluster>) {
             }
         }
     });
+}
+
+/// One subscription: reloads for every other node's announcement until the
+/// connection ends.
+async fn listen(client: &redis::Client, me: &str, f: &OnPeerReload) -> redis::RedisResult<()> {
+    let mut ps = client.get_async_pubsub().await?;
+    ps.subscribe(CHANNEL).await?;
+    let mut messages = ps.on_message();
+    while let Some(m) = messages.next().await {
+        let from: String = m.get_payload().unwrap_or_default();
+        if from != me {
+            log::info!("node {from} reloaded its configuration: reloading this node's");
+            let f = f.clone();
+            tokio::task::spawn_blocking(move || f());
+        }
+    }
+    Ok(())
 }

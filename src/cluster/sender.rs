@@ -92,7 +92,8 @@ pub(super) fn spawn(cluster: &Arc<Cluster>, mut rx: UnboundedReceiver<Op>) {
         while rx.recv_many(&mut batch, BATCH).await > 0 {
             let Some(c) = weak.upgrade() else { return };
             // MULTI/EXEC: a batch cut off by a lost connection is applied
-            // whole or not at all, so resending it counts nothing twice.
+            // whole or not at all. Only a connection lost after EXEC ran,
+            // before its answer came back, makes the resend apply it twice.
             let mut pipe = redis::pipe();
             pipe.atomic();
             let mut any = false;
