@@ -70,10 +70,8 @@ impl App {
         // The thinking-signature key lives with the data: signatures handed
         // to clients stay valid across restarts.
         let signer = Arc::new(Signer::load_or_create(&config)?);
-        let site = match config.console.enabled {
-            true => Some(Arc::new(Site::new(&config, billing.cluster().cloned())?)),
-            false => None,
-        };
+        let site =
+            if config.console.enabled { Some(Arc::new(Site::new(&config, billing.cluster().cloned())?)) } else { None };
         let db = Pool::new(config.database.clone());
         let payments = crate::payments::Payments::from_config(&config.payments);
         let (models, names) = label_values(&config, &channels);
