@@ -9,7 +9,7 @@
 //! - `channels`: upstreams, their addresses and selection;
 //! - `convert`: response relays (pass-through and translation);
 //! - `proxy`: the Pingora hooks and the upstream exchange;
-//! - `store`: SQLite schema, queries and the batched writer;
+//! - `store`: the schema (SQLite or PostgreSQL), queries and the batched writer;
 //! - `access_log`, `usage`, `sse`: logging, token accounting, SSE framing;
 //! - `server`, `listen`, `shutdown`: process wiring;
 //! - `connections`: per-address connection limits and the request-head deadline;
@@ -26,7 +26,8 @@
 //! - `cli`: the command line.
 //!
 //! Only what the binary, the examples and the black-box tests use is public:
-//! `cli`, `clock`, `config`, `convert`, `api`, `payments` and `fake_upstream`.
+//! `cli`, `clock`, `config`, `convert`, `api`, `payments`, `fake_upstream`,
+//! and `storage`, the store's connection over either backend.
 
 pub(crate) mod access_log;
 pub(crate) mod accounts;
@@ -54,6 +55,13 @@ pub(crate) mod server;
 pub(crate) mod shutdown;
 pub(crate) mod sse;
 pub(crate) mod store;
+
+/// The store's connection over either backend, as the black-box tests read
+/// a gateway's database.
+pub mod storage {
+    pub use crate::store::db::{Connection, Database, PgTarget, Value};
+    pub use crate::store::{open, StoreError};
+}
 pub(crate) mod throttle;
 pub(crate) mod tls;
 pub(crate) mod traffic;

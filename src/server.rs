@@ -229,6 +229,7 @@ pub fn serve(cfg: Config, opts: ServeOptions) -> Result<(), ServeError> {
         "db-writer",
         OnStart::new(move || {
             let conn = store::open(&db_path).map_err(|e| e.to_string())?;
+            conn.set_writer().map_err(|e| e.to_string())?;
             writer_task
                 .spawn(
                     conn,
@@ -308,7 +309,7 @@ pub fn serve(cfg: Config, opts: ServeOptions) -> Result<(), ServeError> {
 /// Runs a closure once when the server starts (after any daemon fork).
 /// Checks the credit totals loaded at start (snapshot + newer entries)
 /// against a sum of the whole ledger, after the gateway is serving.
-fn check_ledger(db: &std::path::Path, check: crate::billing::LedgerCheck, billing: &crate::billing::Billing) {
+fn check_ledger(db: &store::Database, check: crate::billing::LedgerCheck, billing: &crate::billing::Billing) {
     let started = std::time::Instant::now();
     match store::open(db).and_then(|conn| check.run(&conn, billing)) {
         Ok(0) => log::info!("ledger snapshot checked against the ledger in {:?}", started.elapsed()),

@@ -165,7 +165,7 @@ fn charges(gw: &Gateway, n: i64) -> Vec<(String, i64, String)> {
         .query_row(
             "SELECT count(*) FROM ledger l WHERE kind = 'usage'
                AND -l.amount != (SELECT COALESCE(SUM(cost), 0) FROM usage WHERE ledger_id = l.id)",
-            [],
+            (),
             |r| r.get(0),
         )
         .unwrap();
@@ -176,7 +176,7 @@ fn charges(gw: &Gateway, n: i64) -> Vec<(String, i64, String)> {
              ORDER BY u.request_id",
         )
         .unwrap();
-    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap().map(Result::unwrap).collect()
+    stmt.query_map((), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap().map(Result::unwrap).collect()
 }
 
 #[tokio::test]
@@ -273,7 +273,7 @@ async fn fifty_concurrent_requests_on_a_balance_for_ten() {
         .db()
         .query_row(
             "SELECT SUM(amount) FROM ledger WHERE user_id = (SELECT id FROM users WHERE email = 'fifty@x.io')",
-            [],
+            (),
             |r| r.get(0),
         )
         .unwrap();
@@ -376,7 +376,7 @@ async fn client_disconnect_mid_stream_is_billed_as_estimated() {
     gw.wait_count("SELECT count(*) FROM usage WHERE estimated = 1", 1);
     let (input, output, cost, est): (i64, i64, i64, i64) = gw
         .db()
-        .query_row("SELECT input_tokens, output_tokens, cost, estimated FROM usage", [], |r| {
+        .query_row("SELECT input_tokens, output_tokens, cost, estimated FROM usage", (), |r| {
             Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
         })
         .unwrap();
@@ -385,7 +385,7 @@ async fn client_disconnect_mid_stream_is_billed_as_estimated() {
     assert_eq!(est, 1);
     assert!(input > 0 && (1..60).contains(&output), "input {input} output {output}");
     assert!(cost > 0);
-    let charged: i64 = gw.db().query_row("SELECT -amount FROM ledger WHERE kind = 'usage'", [], |r| r.get(0)).unwrap();
+    let charged: i64 = gw.db().query_row("SELECT -amount FROM ledger WHERE kind = 'usage'", (), |r| r.get(0)).unwrap();
     assert_eq!(charged, cost);
     // The upstream request was cancelled, not left running: the access log says why.
     let line = gw.access_log(1).pop().unwrap();
@@ -407,7 +407,7 @@ async fn failed_upstream_costs_nothing_and_releases_the_reservation() {
     let v = json(&b);
     assert_eq!((v["balance"].as_str(), v["reserved"].as_str()), (Some("0.001"), Some("0")));
     assert_eq!(v["concurrency"]["in_use"], 0);
-    let n: i64 = gw.db().query_row("SELECT count(*) FROM ledger WHERE kind = 'usage'", [], |r| r.get(0)).unwrap();
+    let n: i64 = gw.db().query_row("SELECT count(*) FROM ledger WHERE kind = 'usage'", (), |r| r.get(0)).unwrap();
     assert_eq!(n, 0);
 }
 
@@ -506,7 +506,7 @@ async fn redemption_of_each_kind_and_each_failure() {
     // The ledger has the redemption with its reference.
     let refs: i64 = gw
         .db()
-        .query_row("SELECT count(*) FROM ledger WHERE kind = 'redeem' AND reference LIKE 'code:%'", [], |r| r.get(0))
+        .query_row("SELECT count(*) FROM ledger WHERE kind = 'redeem' AND reference LIKE 'code:%'", (), |r| r.get(0))
         .unwrap();
     assert_eq!(refs, 1);
 }

@@ -24,24 +24,36 @@ struct Cluster {
     nodes: Vec<Gateway>,
     redis: Redis,
     fake: codex_proxy::fake_upstream::FakeUpstream,
-    db: std::path::PathBuf,
+    db: Database,
     _shared: tempfile::TempDir,
 }
 
-/// `n` nodes on one SQLite file and one Redis. The `meter` model costs one
+/// `n` nodes on one database (a SQLite file, or PostgreSQL when the suite
+/// runs on it) and one Redis. The `meter` model costs one
 /// micro-credit per output token and nothing for input, so a request with
 /// `max_tokens: 1000` reserves exactly 1000.
 fn cluster(n: usize, flush_interval: &str, cluster_yaml: &str) -> Cluster {
     let fake = fake();
     let redis = Redis::start();
     let shared = tempfile::tempdir().unwrap();
-    let db = shared.path().join("shared.db");
+    let (db, storage) = if on_postgres() {
+        let url = fresh_pg_database();
+        let target = PgTarget {
+            url: url.clone(),
+            password_env: "CODEX_PROXY_DB_PASSWORD".into(),
+            data_dir: shared.path().into(),
+        };
+        (Database::Postgres(target), format!("backend: postgres\n  url: {url}"))
+    } else {
+        let file = shared.path().join("shared.db");
+        (Database::Sqlite(file.clone()), format!("database: {}", file.display()))
+    };
     let yaml = billing_conf(&fake, BILLING, PLANS)
         .replace("models:\n", "models:\n  - {id: meter, owned_by: t, price: {input: 0, output: 1}}\n")
         .replace("models: [gpt-4o-mini,", "models: [meter, gpt-4o-mini,")
         .replace(
             "  flush_interval: 20ms",
-            &format!("  flush_interval: {flush_interval}\n  database: {}\n  redis_url: {}", db.display(), redis.url()),
+            &format!("  flush_interval: {flush_interval}\n  {storage}\n  redis_url: {}", redis.url()),
         );
     let yaml = yaml.replace("  max_reservation: 1000", "  max_reservation: 1000\n  redeem_failures_per_10min: 3");
     let yaml = format!(
@@ -50,6 +62,17 @@ fn cluster(n: usize, flush_interval: &str, cluster_yaml: &str) -> Cluster {
     // One at a time: the first creates the schema.
     let nodes = (0..n).map(|_| Gateway::start(&yaml)).collect();
     Cluster { nodes, redis, fake, db, _shared: shared }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        for node in &mut self.nodes {
+            node.kill9();
+        }
+        if let Database::Postgres(t) = &self.db {
+            drop_pg_database(t.url.rsplit('/').next().and_then(|n| n.split('?').next()).unwrap_or(""));
+        }
+    }
 }
 
 impl Cluster {
@@ -95,8 +118,8 @@ impl Cluster {
     }
 
     /// The shared database, read directly.
-    fn db(&self) -> rusqlite::Connection {
-        rusqlite::Connection::open(&self.db).unwrap()
+    fn db(&self) -> Connection {
+        codex_proxy::storage::open(&self.db).unwrap()
     }
 
     fn ledger_sum(&self, user_id: i64) -> i64 {

@@ -145,7 +145,7 @@ async fn sign_up_open_invite_and_closed() {
     let again = Browser::new(&gw).sign_up("ann@example.com", "another horse", None).await;
     assert_eq!(again.status, 400);
     assert!(again.body.contains("This email cannot be used to sign up"));
-    let n: i64 = gw.db().query_row("SELECT count(*) FROM users", [], |r| r.get(0)).unwrap();
+    let n: i64 = gw.db().query_row("SELECT count(*) FROM users", (), |r| r.get(0)).unwrap();
     assert_eq!(n, 1);
     drop(gw);
 
@@ -161,7 +161,7 @@ async fn sign_up_open_invite_and_closed() {
     let p = b.sign_up("bo@x.io", "correct horse", Some("CPX-00000-00000-00000-00000")).await;
     assert_eq!(p.status, 400);
     assert!(p.body.contains("This code is not valid"));
-    assert!(gw.db().query_row("SELECT count(*) FROM users", [], |r| r.get::<_, i64>(0)).unwrap() == 0);
+    assert!(gw.db().query_row("SELECT count(*) FROM users", (), |r| r.get::<_, i64>(0)).unwrap() == 0);
     let p = b.sign_up("bo@x.io", "correct horse", Some(&code)).await;
     assert_eq!(p.status, 303, "{}", p.body);
     assert!(b.get("/console/dashboard").await.body.contains("<div class=\"stat\">2.00</div>"));
@@ -273,7 +273,7 @@ async fn csrf_and_cross_site_posts_are_refused() {
         .send(b.http.post(gw.url("/console/sign-out")).header("sec-fetch-site", "cross-site").form(&[("csrf", &csrf)]))
         .await;
     assert_eq!(p.status, 403);
-    let n: i64 = gw.db().query_row("SELECT count(*) FROM api_keys", [], |r| r.get(0)).unwrap();
+    let n: i64 = gw.db().query_row("SELECT count(*) FROM api_keys", (), |r| r.get(0)).unwrap();
     assert_eq!(n, 0);
     // Sign-in needs the token of the pre-session cookie (login CSRF).
     let fresh = Browser::new(&gw);
@@ -289,7 +289,7 @@ async fn sessions_expire_end_and_stay_apart_from_api_keys() {
     let fake = fake();
     let gw = Gateway::start(&console_conf(&fake, "  session_idle_timeout: 2s\n  session_max_age: 4s"));
     let b = signed_up(&gw, "s@x.io").await;
-    let token = gw.db().query_row("SELECT token_hash FROM web_sessions", [], |r| r.get::<_, String>(0)).unwrap();
+    let token = gw.db().query_row("SELECT token_hash FROM web_sessions", (), |r| r.get::<_, String>(0)).unwrap();
     assert_eq!(token.len(), 64, "only the SHA-256 of the token is stored");
     // Idle: two requests 1.2 s apart keep it alive; then 2.2 s idle ends it.
     tokio::time::sleep(Duration::from_millis(1200)).await;
@@ -370,7 +370,7 @@ async fn password_change_needs_the_old_one_and_ends_other_sessions() {
     assert_eq!(Browser::new(&gw).sign_in("pw@x.io", "correct horse").await.status, 401);
     assert_eq!(Browser::new(&gw).sign_in("pw@x.io", "battery staple").await.status, 303);
     let n: i64 =
-        gw.db().query_row("SELECT count(*) FROM admin_audit WHERE action = 'user.password'", [], |r| r.get(0)).unwrap();
+        gw.db().query_row("SELECT count(*) FROM admin_audit WHERE action = 'user.password'", (), |r| r.get(0)).unwrap();
     assert_eq!(n, 1);
 }
 
@@ -402,9 +402,9 @@ async fn keys_are_shown_once_and_managed_from_the_console() {
     assert_eq!(s, 200);
     let list = b.get("/console/keys").await;
     assert!(!list.body.contains(&key) && list.body.contains(&key[..14]), "prefix only");
-    let stored: String = gw.db().query_row("SELECT key_hash FROM api_keys", [], |r| r.get(0)).unwrap();
+    let stored: String = gw.db().query_row("SELECT key_hash FROM api_keys", (), |r| r.get(0)).unwrap();
     assert!(!stored.contains(&key[14..]));
-    let id: i64 = gw.db().query_row("SELECT id FROM api_keys", [], |r| r.get(0)).unwrap();
+    let id: i64 = gw.db().query_row("SELECT id FROM api_keys", (), |r| r.get(0)).unwrap();
     // Disable, enable, delete: each takes effect on /v1 when the page answers.
     let act = |action: &'static str| {
         let b = &b;
@@ -441,7 +441,7 @@ async fn keys_are_shown_once_and_managed_from_the_console() {
     )
     .await;
     assert_eq!(s, 403, "{body}");
-    let exp: i64 = gw.db().query_row("SELECT expires_at FROM api_keys WHERE name = 'mini'", [], |r| r.get(0)).unwrap();
+    let exp: i64 = gw.db().query_row("SELECT expires_at FROM api_keys WHERE name = 'mini'", (), |r| r.get(0)).unwrap();
     assert_eq!(exp, 4_070_995_200_000, "through the whole of 2099-01-01 UTC");
 
     // The key limit (3 here) counts keys that are not deleted: at the limit
@@ -473,7 +473,7 @@ async fn double_submits_create_one_key_and_redeem_once() {
     statuses.sort();
     assert_eq!(statuses, vec![201, 409, 409, 409, 409, 409]);
     assert!(pages.iter().filter(|p| p.status == 409).all(|p| p.body.contains("already submitted")));
-    let n: i64 = gw.db().query_row("SELECT count(*) FROM api_keys", [], |r| r.get(0)).unwrap();
+    let n: i64 = gw.db().query_row("SELECT count(*) FROM api_keys", (), |r| r.get(0)).unwrap();
     assert_eq!(n, 1);
 
     let code = codes(&gw, &["--credits", "3"]).remove(0);
@@ -483,7 +483,7 @@ async fn double_submits_create_one_key_and_redeem_once() {
     let pages = futures_util::future::join_all(posts).await;
     assert_eq!(pages.iter().filter(|p| p.status == 200).count(), 1);
     assert!(pages.iter().filter(|p| p.status != 200).all(|p| p.body.contains("You have already redeemed this code")));
-    let credits: i64 = gw.db().query_row("SELECT SUM(amount) FROM ledger", [], |r| r.get(0)).unwrap();
+    let credits: i64 = gw.db().query_row("SELECT SUM(amount) FROM ledger", (), |r| r.get(0)).unwrap();
     assert_eq!(credits, 3_000_000, "credited exactly once");
 }
 
@@ -496,7 +496,7 @@ async fn redeem_page_explains_every_outcome() {
     let plan = codes(&gw, &["--plan", "pro"]).remove(0);
     let expired = codes(&gw, &["--credits", "1", "--expires", "2020-01-01"]).remove(0);
     let disabled = codes(&gw, &["--credits", "1"]).remove(0);
-    let id: i64 = gw.db().query_row("SELECT max(id) FROM redemption_codes", [], |r| r.get(0)).unwrap();
+    let id: i64 = gw.db().query_row("SELECT max(id) FROM redemption_codes", (), |r| r.get(0)).unwrap();
     gw.cli(&["codes", "disable", &id.to_string()]);
     // A single-use code someone else redeemed.
     let taken = codes(&gw, &["--credits", "1"]).remove(0);
@@ -558,7 +558,7 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
         assert_eq!(p.status, status, "{email} {pw}");
         assert!(p.body.contains(msg), "{msg}");
     }
-    assert_eq!(gw.db().query_row("SELECT count(*) FROM users", [], |r| r.get::<_, i64>(0)).unwrap(), 0);
+    assert_eq!(gw.db().query_row("SELECT count(*) FROM users", (), |r| r.get::<_, i64>(0)).unwrap(), 0);
     // An oversized form: 413 before anything is read into a handler.
     let big = "x".repeat(20_000);
     let p = b.post("/console/sign-in", &[("email", big.as_str())]).await;
@@ -584,7 +584,7 @@ async fn bad_input_gets_a_clear_4xx_and_changes_nothing() {
     let form = b.get("/console/keys").await;
     let p = b.post("/console/keys", &[("csrf", &form.field("csrf")), ("name", "no once")]).await;
     assert_eq!(p.status, 400);
-    assert_eq!(gw.db().query_row("SELECT count(*) FROM api_keys", [], |r| r.get::<_, i64>(0)).unwrap(), 0);
+    assert_eq!(gw.db().query_row("SELECT count(*) FROM api_keys", (), |r| r.get::<_, i64>(0)).unwrap(), 0);
     for path in ["/console/keys/abc/enable", "/console/keys/99/enable", "/console/keys/1/explode"] {
         let p = b.submit("/console/keys", path, &[]).await;
         assert_eq!(p.status, 404, "{path}");

@@ -37,7 +37,7 @@ fn assert_usage_matches_ledger(gw: &Gateway) -> usize {
     let unlinked: i64 = db
         .query_row(
             "SELECT count(*) FROM usage WHERE cost > 0 AND billed_to IS NOT NULL AND ledger_id IS NULL",
-            [],
+            (),
             |r| r.get(0),
         )
         .unwrap();
@@ -49,11 +49,11 @@ fn assert_usage_matches_ledger(gw: &Gateway) -> usize {
         )
         .unwrap();
     let rows: Vec<(i64, i64, i64)> =
-        stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap().map(Result::unwrap).collect();
+        stmt.query_map((), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap().map(Result::unwrap).collect();
     for (id, charged, receipts) in &rows {
         assert_eq!(charged, receipts, "ledger row {id}: its charge and its usage rows differ");
     }
-    db.query_row("SELECT count(*) FROM usage WHERE ledger_id IS NOT NULL", [], |r| r.get::<_, i64>(0)).unwrap() as usize
+    db.query_row("SELECT count(*) FROM usage WHERE ledger_id IS NOT NULL", (), |r| r.get::<_, i64>(0)).unwrap() as usize
 }
 
 #[tokio::test]
@@ -203,7 +203,7 @@ async fn kill_9_under_load_loses_at_most_the_flush_window() {
     let recorded = assert_usage_matches_ledger(&gw);
     let db = gw.db();
     let mut stmt = db.prepare("SELECT request_id FROM usage").unwrap();
-    let ids: HashSet<String> = stmt.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect();
+    let ids: HashSet<String> = stmt.query_map((), |r| r.get(0)).unwrap().map(Result::unwrap).collect();
     let lost: Vec<&(String, Instant)> = completed.iter().filter(|(id, _)| !ids.contains(id)).collect();
     let oldest_lost = lost.iter().map(|(_, t)| killed_at.saturating_duration_since(*t)).max().unwrap_or_default();
     println!(
@@ -217,7 +217,7 @@ async fn kill_9_under_load_loses_at_most_the_flush_window() {
     assert!(oldest_lost <= Duration::from_secs(1), "lost a record older than the 1 s window: {oldest_lost:?}");
     // After the restart the balance is exactly top-up minus the surviving charges.
     let (_, _, b) = get(&gw, "/v1/account", &key).await;
-    let spent: i64 = db.query_row("SELECT COALESCE(SUM(cost), 0) FROM usage", [], |r| r.get(0)).unwrap();
+    let spent: i64 = db.query_row("SELECT COALESCE(SUM(cost), 0) FROM usage", (), |r| r.get(0)).unwrap();
     assert_eq!(
         json(&b)["balance"].as_str().unwrap(),
         codex_proxy::config::units::format_credits(1_000_000_000 - spent)

@@ -35,7 +35,7 @@ async fn chat_non_stream_and_usage_record() {
         .query_row(
             "SELECT request_id, model, channel, input_tokens, cached_tokens, cache_write_tokens, output_tokens,
                     reasoning_tokens, status, stream, cost FROM usage",
-            [],
+            (),
             |r| {
                 Ok((
                     r.get(0)?,
@@ -168,7 +168,7 @@ async fn responses_stream_and_non_stream() {
         .db()
         .query_row(
             "SELECT input_tokens, cached_tokens, output_tokens, reasoning_tokens FROM usage WHERE stream = 1",
-            [],
+            (),
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
         )
         .unwrap();
@@ -253,7 +253,7 @@ async fn messages_stream_non_stream_and_count_tokens() {
         .db()
         .query_row(
             "SELECT input_tokens, cached_tokens, cache_write_tokens, output_tokens, cost FROM usage WHERE stream = 1",
-            [],
+            (),
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?)),
         )
         .unwrap();

@@ -57,7 +57,7 @@ async fn sigterm_lets_streams_finish_and_flushes() {
     assert!(body.ends_with("data: [DONE]\n\n"), "stream was cut: {body}");
     assert!(start.elapsed() < Duration::from_secs(4), "shutdown took {:?}", start.elapsed());
     // Flushed before exit: the record and the log line are on disk.
-    let n: i64 = gw.db().query_row("SELECT count(*) FROM usage WHERE stream = 1", [], |r| r.get(0)).unwrap();
+    let n: i64 = gw.db().query_row("SELECT count(*) FROM usage WHERE stream = 1", (), |r| r.get(0)).unwrap();
     assert_eq!(n, 1);
     let log = std::fs::read_to_string(gw.data_dir().join("access.log")).unwrap();
     assert_eq!(log.lines().count(), 1);

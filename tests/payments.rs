@@ -44,7 +44,7 @@ async fn buy(gw: &Gateway, b: &Browser, item: &str, pay: &str, credits: Option<&
     }
     let page = b.post("/console/billing/orders", &f).await;
     let id =
-        gw.db().query_row("SELECT id FROM orders ORDER BY created_at DESC, id DESC LIMIT 1", [], |r| r.get(0)).ok();
+        gw.db().query_row("SELECT id FROM orders ORDER BY created_at DESC, id DESC LIMIT 1", (), |r| r.get(0)).ok();
     (page, id)
 }
 
@@ -234,7 +234,7 @@ async fn racing_replayed_forged_and_mismatched_webhooks_change_nothing() {
         .db()
         .query_row(
             "SELECT (SELECT SUM(credits) FROM orders WHERE status = 'paid'), (SELECT SUM(amount) FROM ledger WHERE kind = 'payment')",
-            [],
+            (),
             |r| Ok((r.get(0)?, r.get(1)?)),
         )
         .unwrap();
@@ -338,7 +338,7 @@ async fn choices_limits_failures_and_operators() {
         assert_eq!(page.status, 400, "{item} {pay}");
         assert!(page.body.contains(msg), "{item} {pay}: {msg}");
     }
-    assert_eq!(gw.db().query_row("SELECT count(*) FROM orders", [], |r| r.get::<_, i64>(0)).unwrap(), 0);
+    assert_eq!(gw.db().query_row("SELECT count(*) FROM orders", (), |r| r.get::<_, i64>(0)).unwrap(), 0);
     // Stripe refuses: the user is told, the order fails, nothing is charged.
     stripe.refuse_next(400, "Invalid currency: usd");
     let (page, order) = buy(&gw, &b, "ten", "stripe:card", None).await;
@@ -356,7 +356,7 @@ async fn choices_limits_failures_and_operators() {
     let f: Vec<(&str, &str)> = f.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let pages = futures_util::future::join_all((0..4).map(|_| b.post("/console/billing/orders", &f))).await;
     assert_eq!(pages.iter().filter(|p| p.status == 200).count(), 1);
-    assert_eq!(gw.db().query_row("SELECT count(*) FROM orders", [], |r| r.get::<_, i64>(0)).unwrap(), 2);
+    assert_eq!(gw.db().query_row("SELECT count(*) FROM orders", (), |r| r.get::<_, i64>(0)).unwrap(), 2);
 
     // A plan package starts the plan when paid.
     let (_, order) = buy(&gw, &b, "pro", "stripe:card", None).await;
@@ -383,7 +383,7 @@ async fn choices_limits_failures_and_operators() {
     let listing = String::from_utf8_lossy(&out.stdout);
     assert!(listing.contains(&order) && listing.contains("refunded") && listing.contains("20.00 USD"), "{listing}");
     let audit: i64 =
-        gw.db().query_row("SELECT count(*) FROM admin_audit WHERE action = 'order.refund'", [], |r| r.get(0)).unwrap();
+        gw.db().query_row("SELECT count(*) FROM admin_audit WHERE action = 'order.refund'", (), |r| r.get(0)).unwrap();
     assert_eq!(audit, 1);
 }
 

@@ -140,7 +140,7 @@ async fn reloads_under_load_change_prices_and_channels_without_a_failed_request(
     let priced: Vec<(i64, i64)> = {
         let db = gw.db();
         let mut st = db.prepare("SELECT cost, count(*) FROM usage WHERE endpoint = 'chat' GROUP BY cost").unwrap();
-        st.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect()
+        st.query_map((), |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect()
     };
     let costs: Vec<i64> = priced.iter().map(|(c, _)| *c).collect();
     assert_eq!(costs, vec![old_cost, new_cost], "only the two prices in force: {priced:?}");
@@ -152,8 +152,14 @@ async fn metrics(gw: &Gateway) -> String {
     client().get(url).send().await.unwrap().text().await.unwrap()
 }
 
+/// `yaml` on the running gateway's storage (its data directory, and its
+/// PostgreSQL database when the suite runs on one).
 fn with_data_dir(gw: &Gateway, yaml: &str) -> String {
-    yaml.replacen("storage:", &format!("storage:\n  data_dir: {}", gw.data_dir().display()), 1)
+    let mut storage = format!("storage:\n  data_dir: {}", gw.data_dir().display());
+    if let Database::Postgres(t) = database_of(&gw.conf) {
+        storage.push_str(&format!("\n  backend: postgres\n  url: {}", t.url));
+    }
+    yaml.replacen("storage:", &storage, 1)
 }
 
 #[tokio::test]

@@ -366,14 +366,14 @@ async fn translated_traffic_bills_like_native_traffic() {
     assert_eq!(gw.wait_count("SELECT count(*) FROM usage", n), n);
     let costs: Vec<i64> = gw
         .db()
-        .prepare("SELECT cost FROM usage ORDER BY rowid")
+        .prepare("SELECT cost FROM usage ORDER BY id")
         .unwrap()
-        .query_map([], |r| r.get(0))
+        .query_map((), |r| r.get(0))
         .unwrap()
         .map(Result::unwrap)
         .collect();
     assert_eq!(costs, cases.iter().map(|c| c.2).collect::<Vec<i64>>());
-    let estimated: i64 = gw.db().query_row("SELECT sum(estimated) FROM usage", [], |r| r.get(0)).unwrap();
+    let estimated: i64 = gw.db().query_row("SELECT sum(estimated) FROM usage", (), |r| r.get(0)).unwrap();
     assert_eq!(estimated, 0, "every translated stream carried the upstream's exact usage");
 }
 

@@ -21,7 +21,8 @@ async fn an_upgrade_under_load_loses_and_double_counts_nothing() {
     // Shared by both processes, and kept after the old one is gone.
     let shared = tempfile::tempdir().unwrap();
     let data = shared.path().join("data");
-    let db = || rusqlite::Connection::open(data.join("codex-proxy.db")).unwrap();
+    // The two processes share a SQLite file here: PostgreSQL has no file to share.
+    let db = || codex_proxy::storage::open(data.join("codex-proxy.db")).unwrap();
     let yaml = conf(&fake).replace("storage:\n", &format!("storage:\n  data_dir: {}\n", data.display()));
     let conf_path = write_conf(old_dir.path(), &yaml);
     let key = create_key(&conf_path, "u@x.io");
@@ -101,7 +102,7 @@ async fn an_upgrade_under_load_loses_and_double_counts_nothing() {
     // One usage record per answered request, the stream's included.
     let answered = ok as i64 + 1;
     let deadline = Instant::now() + Duration::from_secs(10);
-    let count = || db().query_row("SELECT count(*) FROM usage WHERE status = 200", [], |r| r.get::<_, i64>(0)).unwrap();
+    let count = || db().query_row("SELECT count(*) FROM usage WHERE status = 200", (), |r| r.get::<_, i64>(0)).unwrap();
     while count() < answered && Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -111,11 +112,11 @@ async fn an_upgrade_under_load_loses_and_double_counts_nothing() {
     let (s, _, b) = get(&new, "/v1/account", &key).await;
     assert_eq!(s, 200);
     let ledger: i64 =
-        db().query_row("SELECT SUM(amount) FROM ledger WHERE account = 'credits'", [], |r| r.get(0)).unwrap();
+        db().query_row("SELECT SUM(amount) FROM ledger WHERE account = 'credits'", (), |r| r.get(0)).unwrap();
     let charged: i64 =
-        db().query_row("SELECT SUM(cost) FROM usage WHERE billed_to = 'credits'", [], |r| r.get(0)).unwrap();
+        db().query_row("SELECT SUM(cost) FROM usage WHERE billed_to = 'credits'", (), |r| r.get(0)).unwrap();
     let funded: i64 = db()
-        .query_row("SELECT SUM(amount) FROM ledger WHERE account = 'credits' AND kind != 'usage'", [], |r| r.get(0))
+        .query_row("SELECT SUM(amount) FROM ledger WHERE account = 'credits' AND kind != 'usage'", (), |r| r.get(0))
         .unwrap();
     assert_eq!(ledger, funded - charged, "every charge in the ledger once");
     assert_eq!(json(&b)["balance"].as_str().unwrap(), codex_proxy::config::units::format_credits(ledger));

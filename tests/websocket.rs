@@ -97,7 +97,7 @@ async fn turns_on_one_connection_are_billed_and_logged_like_http() {
         .db()
         .query_row(
             "SELECT input_tokens, cached_tokens, output_tokens FROM usage WHERE model = 'gpt-5.1-codex'",
-            [],
+            (),
             |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
         )
         .unwrap();

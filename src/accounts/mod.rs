@@ -10,9 +10,9 @@ use crate::auth::{self, KeyHash};
 use crate::config::{Config, PlanConfig};
 use crate::error::GatewayError;
 use crate::store::kinds::{Switch, UserStatus};
+use crate::store::Connection;
 use crate::store::{self, StoreError};
 use arc_swap::ArcSwap;
-use rusqlite::Connection;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -175,7 +175,7 @@ mod tests {
     #[test]
     fn authenticate_each_outcome() {
         let dir = tempfile::tempdir().unwrap();
-        let conn = store::open(&dir.path().join("db")).unwrap();
+        let conn = store::open(dir.path().join("db")).unwrap();
         let u = store::accounts::add_user(&conn, "a@b.c").unwrap();
         let (row, key) = store::accounts::create_key(&conn, u.id, "k").unwrap();
         let (row2, key2) = store::accounts::create_key(&conn, u.id, "k2").unwrap();

@@ -12,9 +12,9 @@ use crate::config::Config;
 use crate::error::GatewayError;
 use crate::store::accounts::{self as sql, KeyRow, UserRow};
 use crate::store::billing::{self, CodeRow, Grant, NewEntry, SubscriptionRow};
+use crate::store::db::{Connection, Transaction};
 use crate::store::kinds::{Account, Role, Switch, UserStatus};
 use crate::store::{sessions, StoreError};
-use rusqlite::{Connection, Transaction, TransactionBehavior};
 use serde_json::json;
 
 /// Crockford's base32 alphabet: no I, L, O, U to misread.
@@ -304,8 +304,7 @@ pub enum Redeemed {
 /// until it commits (a deferred transaction could read, then lose the race
 /// to write).
 fn immediate(conn: &Connection) -> Result<Transaction<'_>, StoreError> {
-    Transaction::new_unchecked(conn, TransactionBehavior::Immediate)
-        .map_err(|source| StoreError::Sql { context: "begin", source })
+    conn.write_transaction().map_err(|source| StoreError::Sql { context: "begin", source })
 }
 
 /// What a new key asks for.
@@ -475,7 +474,7 @@ mod tests {
 
     fn setup() -> (tempfile::TempDir, Connection, Config) {
         let dir = tempfile::tempdir().unwrap();
-        let conn = crate::store::open(&dir.path().join("db")).unwrap();
+        let conn = crate::store::open(dir.path().join("db")).unwrap();
         let cfg = crate::config::parse(
             "server: {listen: [\"127.0.0.1:0\"]}\nplans: [{id: pro, daily_quota: 5, duration_days: 30}]\n",
             std::path::Path::new("."),
@@ -523,7 +522,7 @@ mod tests {
         assert_eq!((unknown.status(), unknown.to_string().as_str()), (400, "Invalid redemption code"));
         // Codes are stored hashed: the plaintext is nowhere in the database.
         let stored: String =
-            conn.query_row("SELECT group_concat(code_hash || prefix) FROM redemption_codes", [], |r| r.get(0)).unwrap();
+            conn.query_row("SELECT group_concat(code_hash || prefix) FROM redemption_codes", (), |r| r.get(0)).unwrap();
         assert!(!stored.contains(&credits[0].1[10..]));
         // Every change left an audit record.
         let actions: Vec<String> = billing::audit_log(&conn, 100).unwrap().into_iter().map(|a| a.action).collect();

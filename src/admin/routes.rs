@@ -10,9 +10,9 @@ use crate::config::units::{format_credits, parse_credits};
 use crate::store::accounts::{self as sql, KeyRow};
 use crate::store::billing::{self, Grant};
 use crate::store::usage::{self, GroupBy, UsageFilter};
+use crate::store::Connection;
 use crate::store::{self, SqlContext, StoreError};
 use http::StatusCode;
-use rusqlite::Connection;
 use serde_json::{json, Value};
 use std::sync::Arc;
 

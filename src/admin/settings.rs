@@ -40,7 +40,20 @@ pub fn summary(c: &Config) -> Value {
         ["server.max_connections_per_ip", c.max_connections_per_ip.map_or("no limit".to_string(), |n| n.to_string())],
         ["server.max_body_size", format!("{} bytes", c.max_body_bytes)],
         ["storage.data_dir", path(&c.data_dir)],
-        ["storage.database", path(&c.database)],
+        [
+            "storage.backend",
+            match &c.database {
+                crate::store::Database::Sqlite(_) => "sqlite",
+                crate::store::Database::Postgres(_) => "postgres",
+            }
+        ],
+        [
+            match &c.database {
+                crate::store::Database::Sqlite(_) => "storage.database",
+                crate::store::Database::Postgres(_) => "storage.url",
+            },
+            c.database.to_string()
+        ],
         ["storage.flush_interval", secs(c.flush_interval)],
         [
             "storage.redis_url",

@@ -29,11 +29,11 @@ use crate::config::Config;
 use crate::config::RedisDown;
 use crate::error::GatewayError;
 use crate::limits::{self, MinuteWindow};
+use crate::store::Connection;
 use crate::store::{self, writer::LedgerEntry, StoreError};
 use crate::throttle::Throttle;
 use arc_swap::ArcSwap;
 use parking_lot::{Mutex, RwLock};
-use rusqlite::Connection;
 use std::collections::HashMap;
 use std::sync::Arc;
 
@@ -588,8 +588,8 @@ plans:
 
     fn billing(clock: Arc<ManualClock>) -> (tempfile::TempDir, Arc<Billing>, Connection) {
         let dir = tempfile::tempdir().unwrap();
-        let conn = store::open(&dir.path().join("db")).unwrap();
-        conn.execute("INSERT INTO users(id, email, created_at) VALUES (7, 'u@x', 0)", []).unwrap();
+        let conn = store::open(dir.path().join("db")).unwrap();
+        conn.execute("INSERT INTO users(id, email, created_at) VALUES (7, 'u@x', 0)", ()).unwrap();
         let b = Arc::new(Billing::load(cfg(), clock, &conn).unwrap());
         (dir, b, conn)
     }
@@ -616,7 +616,7 @@ plans:
         assert_eq!(store::snapshot::advance(&conn, 1).unwrap(), 1);
         topup(&b, &conn, 700);
         // The snapshot says 5,000 + 3 through entry 1; entry 2 is newer.
-        conn.execute("UPDATE ledger_snapshot SET balance = 5_003 WHERE user_id = 7", []).unwrap();
+        conn.execute("UPDATE ledger_snapshot SET balance = 5_003 WHERE user_id = 7", ()).unwrap();
         let (b2, check) = Billing::load_checked(cfg(), clock, &conn).unwrap();
         assert_eq!(b2.view(&user(false)).balance, 5_703, "snapshot + the entry after it");
         assert_eq!(check.run(&conn, &b2).unwrap(), 1);

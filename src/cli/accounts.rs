@@ -151,7 +151,7 @@ pub struct UsageArgs {
     by: By,
 }
 
-fn open(cfg: &Config) -> Result<rusqlite::Connection, String> {
+fn open(cfg: &Config) -> Result<store::Connection, String> {
     store::open(&cfg.database).map_err(|e| e.to_string())
 }
 

@@ -208,13 +208,16 @@ fn reload(cfg: &Config) -> Result<(), String> {
 
 fn vacuum(cfg: &Config) -> Result<(), String> {
     let conn = crate::store::open(&cfg.database).map_err(|e| e.to_string())?;
+    let Some(conn) = conn.as_sqlite() else {
+        return Err("`db vacuum` is for SQLite; PostgreSQL's autovacuum looks after itself".into());
+    };
     let size = |c: &rusqlite::Connection| -> rusqlite::Result<i64> {
         c.query_row("SELECT page_count * page_size FROM pragma_page_count(), pragma_page_size()", [], |r| r.get(0))
     };
-    let before = size(&conn).map_err(|e| e.to_string())?;
+    let before = size(conn).map_err(|e| e.to_string())?;
     conn.execute_batch("PRAGMA auto_vacuum = INCREMENTAL; VACUUM;").map_err(|e| format!("vacuum failed: {e}"))?;
-    let after = size(&conn).map_err(|e| e.to_string())?;
-    println!("{}: {} -> {} bytes; auto_vacuum is incremental", cfg.database.display(), before, after);
+    let after = size(conn).map_err(|e| e.to_string())?;
+    println!("{}: {} -> {} bytes; auto_vacuum is incremental", cfg.database, before, after);
     Ok(())
 }
 

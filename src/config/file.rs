@@ -87,8 +87,16 @@ pub struct TlsSection {
 #[serde(deny_unknown_fields)]
 pub struct StorageSection {
     pub data_dir: Option<String>,
+    /// `sqlite` (the default) or `postgres`.
+    pub backend: Option<String>,
     /// SQLite file; relative paths are inside `data_dir`.
     pub database: Option<String>,
+    /// PostgreSQL's `postgres://user@host:port/database`, without the
+    /// password (`backend: postgres`).
+    pub url: Option<String>,
+    /// The environment variable holding PostgreSQL's password
+    /// (default `CODEX_PROXY_DB_PASSWORD`).
+    pub password_env: Option<String>,
     /// Longest time a usage record waits in memory before its batch commits.
     pub flush_interval: Option<Dur>,
     /// Per-request usage rows older than this are deleted (their totals stay

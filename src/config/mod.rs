@@ -82,7 +82,7 @@ channels:
         );
         assert_eq!(c.channels[0].models.get("m1").map(String::as_str), Some("m1"));
         assert_eq!(c.access_log.as_deref(), Some(Path::new("./data/access.log")));
-        assert_eq!(c.database, Path::new("./data/codex-proxy.db"));
+        assert_eq!(c.database, Path::new("./data/codex-proxy.db").into());
     }
 
     /// The shipped file is the documented default: it must load with and
@@ -125,7 +125,7 @@ channels:
         };
         let c = parse(text, Path::new("conf"), &env).unwrap();
         assert_eq!(c.data_dir, Path::new("/var/lib/codex-proxy/node2"));
-        assert_eq!(c.database, Path::new("/var/lib/codex-proxy/shared.db"));
+        assert_eq!(c.database, Path::new("/var/lib/codex-proxy/shared.db").into());
         let cl = c.cluster.unwrap();
         assert_eq!((cl.nodes, cl.on_redis_down), (3, RedisDown::LocalLimits));
         assert_eq!(cl.redis_url.expose(), "redis://:pw@127.0.0.1:6379/0");

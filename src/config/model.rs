@@ -76,7 +76,7 @@ pub struct Config {
     /// Time a new HTTP/1 connection has to deliver its first request head.
     pub header_timeout: Option<Duration>,
     pub data_dir: PathBuf,
-    pub database: PathBuf,
+    pub database: crate::store::Database,
     pub flush_interval: Duration,
     /// How long per-request usage rows are kept (`None`: forever).
     pub usage_retention: Option<Duration>,

@@ -5,6 +5,7 @@
 use super::file::*;
 use super::model::*;
 use super::units::{parse_credits, Credits};
+use crate::store::{db::PgTarget, Database};
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -186,7 +187,7 @@ fn server(c: &mut Check, s: &ServerSection, conf_dir: &Path) -> Server {
 
 struct Storage {
     data_dir: PathBuf,
-    database: PathBuf,
+    database: Database,
     flush_interval: Duration,
     usage_retention: Option<Duration>,
     access_log: Option<PathBuf>,
@@ -197,7 +198,7 @@ fn storage(c: &mut Check, file: &FileConfig) -> Storage {
     if data_dir.as_os_str().is_empty() {
         c.err("storage.data_dir", "must not be empty");
     }
-    let database = resolve(&data_dir, file.storage.database.as_deref().unwrap_or("codex-proxy.db"));
+    let database = database(c, &file.storage, &data_dir);
     let flush_interval = file.storage.flush_interval.map(|d| d.0).unwrap_or(Duration::from_millis(200));
     if flush_interval > Duration::from_secs(1) || flush_interval.is_zero() {
         c.err("storage.flush_interval", "must be between 1ms and 1s (it bounds what a crash can lose)");
@@ -222,6 +223,41 @@ fn storage(c: &mut Check, file: &FileConfig) -> Storage {
         },
     };
     Storage { data_dir, database, flush_interval, usage_retention, access_log }
+}
+
+/// The password variable PostgreSQL's password is read from by default.
+pub const PASSWORD_ENV: &str = "CODEX_PROXY_DB_PASSWORD";
+
+fn database(c: &mut Check, s: &StorageSection, data_dir: &Path) -> Database {
+    let sqlite = || Database::Sqlite(resolve(data_dir, s.database.as_deref().unwrap_or("codex-proxy.db")));
+    match s.backend.as_deref().unwrap_or("sqlite") {
+        "sqlite" => {
+            if s.url.is_some() {
+                c.err("storage.url", "is for backend: postgres (SQLite uses storage.database)");
+            }
+            sqlite()
+        }
+        "postgres" => {
+            if s.database.is_some() {
+                c.err("storage.database", "is the SQLite file; PostgreSQL's database is named in storage.url");
+            }
+            let url = s.url.as_deref().map(str::trim).unwrap_or("");
+            if url.is_empty() {
+                c.err("storage.url", "is required with backend: postgres (postgres://user@host:5432/codex)");
+            } else if let Err(e) = PgTarget::check_url(url) {
+                c.err("storage.url", e);
+            }
+            let password_env = s.password_env.clone().unwrap_or_else(|| PASSWORD_ENV.to_string());
+            if password_env.is_empty() || !password_env.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_') {
+                c.err("storage.password_env", "must be an environment variable's name");
+            }
+            Database::Postgres(PgTarget { url: url.to_string(), password_env, data_dir: data_dir.to_path_buf() })
+        }
+        other => {
+            c.err("storage.backend", format!("{other:?} is not sqlite or postgres"));
+            sqlite()
+        }
+    }
 }
 
 fn cluster(c: &mut Check, url: Option<&str>, s: &ClusterSection) -> Option<ClusterConfig> {

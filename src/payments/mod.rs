@@ -242,8 +242,7 @@ pub async fn start(app: &App, p: Buy<'_>) -> Result<(OrderRow, String), StartErr
     let order = app
         .db
         .run(move |c| {
-            let tx = rusqlite::Transaction::new_unchecked(c, rusqlite::TransactionBehavior::Immediate)
-                .map_err(|source| StoreError::Sql { context: "begin", source })?;
+            let tx = c.write_transaction().map_err(|source| StoreError::Sql { context: "begin", source })?;
             if !crate::store::sessions::claim_form(&tx, &once, user_id, now)? {
                 return Ok(None);
             }

@@ -12,17 +12,16 @@
 use crate::config::units::format_money;
 use crate::config::Config;
 use crate::store::billing::{self, NewEntry};
+use crate::store::db::{Connection, Transaction};
 use crate::store::kinds::Account;
 use crate::store::orders::{self as sql, NewOrder, OrderRow, OrderStatus};
 use crate::store::StoreError;
-use rusqlite::{Connection, Transaction, TransactionBehavior};
 
 /// Who wrote a payment's ledger entries (the gateway loads them on reload).
 pub const ORIGIN: &str = "payment";
 
 fn immediate(conn: &Connection) -> Result<Transaction<'_>, StoreError> {
-    Transaction::new_unchecked(conn, TransactionBehavior::Immediate)
-        .map_err(|source| StoreError::Sql { context: "begin", source })
+    conn.write_transaction().map_err(|source| StoreError::Sql { context: "begin", source })
 }
 
 fn commit(tx: Transaction) -> Result<(), StoreError> {

@@ -5,7 +5,7 @@ use super::kinds::{Role, Switch, UserStatus};
 use super::{SqlContext, StoreError};
 use crate::auth::{self, KeyHash, NewKey};
 use crate::clock::now_ms;
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use crate::store::db::{params, Connection, OptionalExtension, Row};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct UserRow {
@@ -58,7 +58,7 @@ pub fn normalize_email(email: &str) -> Option<String> {
 
 const USER_COLS: &str = "id, email, status, created_at, role";
 
-fn user_row(r: &Row) -> rusqlite::Result<UserRow> {
+fn user_row(r: &Row) -> crate::store::db::Result<UserRow> {
     Ok(UserRow { id: r.get(0)?, email: r.get(1)?, status: r.get(2)?, created_at: r.get(3)?, role: r.get(4)? })
 }
 
@@ -73,7 +73,7 @@ pub fn add_user(conn: &Connection, email: &str) -> Result<UserRow, StoreError> {
 }
 
 pub fn find_user(conn: &Connection, email: &str) -> Result<Option<UserRow>, StoreError> {
-    conn.query_row(&format!("SELECT {USER_COLS} FROM users WHERE email = ?1"), [email.trim()], user_row)
+    conn.query_row(&format!("SELECT {USER_COLS} FROM users WHERE email = ?1"), [email.trim().to_lowercase()], user_row)
         .optional()
         .ctx("reading user")
 }
@@ -101,14 +101,18 @@ pub struct Login {
 
 const LOGIN_COLS: &str = "id, email, status = 'banned', password_hash";
 
-fn login_row(r: &Row) -> rusqlite::Result<Login> {
+fn login_row(r: &Row) -> crate::store::db::Result<Login> {
     Ok(Login { id: r.get(0)?, email: r.get(1)?, banned: r.get(2)?, password_hash: r.get(3)? })
 }
 
 pub fn find_login(conn: &Connection, email: &str) -> Result<Option<Login>, StoreError> {
-    conn.query_row(&format!("SELECT {LOGIN_COLS} FROM users WHERE email = ?1"), [email.trim()], login_row)
-        .optional()
-        .ctx("reading login")
+    conn.query_row(
+        &format!("SELECT {LOGIN_COLS} FROM users WHERE email = ?1"),
+        [email.trim().to_lowercase()],
+        login_row,
+    )
+    .optional()
+    .ctx("reading login")
 }
 
 pub fn login_by_id(conn: &Connection, id: i64) -> Result<Login, StoreError> {
@@ -120,13 +124,16 @@ pub fn login_by_id(conn: &Connection, id: i64) -> Result<Login, StoreError> {
 
 pub fn list_users(conn: &Connection) -> Result<Vec<UserRow>, StoreError> {
     let mut stmt = conn.prepare(&format!("SELECT {USER_COLS} FROM users ORDER BY id")).ctx("listing users")?;
-    let rows = stmt.query_map([], user_row).ctx("listing users")?;
+    let rows = stmt.query_map((), user_row).ctx("listing users")?;
     rows.collect::<Result<_, _>>().ctx("listing users")
 }
 
 /// Up to `limit` users whose email contains `q` (any case), by id, after
 /// `after` (keyset pages).
 pub fn search_users(conn: &Connection, q: &str, after: i64, limit: i64) -> Result<Vec<UserRow>, StoreError> {
+    // Emails are stored lower-cased (`validate_email`), so a lower-cased
+    // pattern finds any case on either backend.
+    let q = q.to_lowercase();
     let pattern = format!("%{}%", q.replace('\\', "\\\\").replace('%', "\\%").replace('_', "\\_"));
     let mut stmt = conn
         .prepare_cached(&format!(
@@ -138,7 +145,7 @@ pub fn search_users(conn: &Connection, q: &str, after: i64, limit: i64) -> Resul
 }
 
 pub fn count_users(conn: &Connection) -> Result<i64, StoreError> {
-    conn.query_row("SELECT COUNT(*) FROM users", [], |r| r.get(0)).ctx("counting users")
+    conn.query_row("SELECT COUNT(*) FROM users", (), |r| r.get(0)).ctx("counting users")
 }
 
 pub fn set_role(conn: &Connection, user_id: i64, role: Role) -> Result<(), StoreError> {
@@ -160,7 +167,7 @@ pub fn set_user_status(conn: &Connection, user_id: i64, status: UserStatus) -> R
 const KEY_COLS: &str =
     "id, user_id, lookup, key_hash, name, status, expires_at, allowed_models, created_at, last_used_at, deleted_at";
 
-fn key_row(r: &Row) -> rusqlite::Result<KeyRow> {
+fn key_row(r: &Row) -> crate::store::db::Result<KeyRow> {
     let models: Option<String> = r.get(7)?;
     Ok(KeyRow {
         id: r.get(0)?,
@@ -180,12 +187,13 @@ fn key_row(r: &Row) -> rusqlite::Result<KeyRow> {
 /// Creates a key for a user; the returned plaintext must be shown once and dropped.
 pub fn create_key(conn: &Connection, user_id: i64, name: &str) -> Result<(KeyRow, NewKey), StoreError> {
     let key = auth::generate();
-    conn.execute(
-        "INSERT INTO api_keys(user_id, lookup, key_hash, name, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
-        params![user_id, key.lookup, key.hash.to_hex(), name, now_ms()],
-    )
-    .ctx("inserting API key")?;
-    let row = key_by_id(conn, conn.last_insert_rowid())?;
+    let id = conn
+        .insert(
+            "INSERT INTO api_keys(user_id, lookup, key_hash, name, created_at) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![user_id, key.lookup, key.hash.to_hex(), name, now_ms()],
+        )
+        .ctx("inserting API key")?;
+    let row = key_by_id(conn, id)?;
     Ok((row, key))
 }
 
@@ -199,10 +207,10 @@ pub fn key_by_id(conn: &Connection, id: i64) -> Result<KeyRow, StoreError> {
 pub fn list_keys(conn: &Connection, user_id: Option<i64>) -> Result<Vec<KeyRow>, StoreError> {
     let sql = match user_id {
         Some(_) => format!("SELECT {KEY_COLS} FROM api_keys WHERE user_id = ?1 ORDER BY id"),
-        None => format!("SELECT {KEY_COLS} FROM api_keys WHERE ?1 IS NULL ORDER BY id"),
+        None => format!("SELECT {KEY_COLS} FROM api_keys ORDER BY id"),
     };
     let mut stmt = conn.prepare(&sql).ctx("listing API keys")?;
-    let rows = stmt.query_map([user_id], key_row).ctx("listing API keys")?;
+    let rows = stmt.query_map(crate::store::db::params_from_iter(user_id), key_row).ctx("listing API keys")?;
     rows.collect::<Result<_, _>>().ctx("listing API keys")
 }
 
@@ -211,7 +219,7 @@ fn update_key(
     conn: &Connection,
     key_id: i64,
     column: &'static str,
-    value: &dyn rusqlite::ToSql,
+    value: &dyn crate::store::db::ToSql,
 ) -> Result<KeyRow, StoreError> {
     let n = conn
         .execute(&format!("UPDATE api_keys SET {column} = ?1 WHERE id = ?2"), params![value, key_id])
@@ -279,7 +287,7 @@ mod tests {
 
     fn db() -> (tempfile::TempDir, Connection) {
         let dir = tempfile::tempdir().unwrap();
-        let conn = super::super::open(&dir.path().join("db")).unwrap();
+        let conn = super::super::open(dir.path().join("db")).unwrap();
         (dir, conn)
     }
 
@@ -293,7 +301,7 @@ mod tests {
         assert_eq!(row.lookup, key.lookup);
         assert_eq!(row.status, Switch::Active);
         // Only the hash is stored.
-        let stored: String = conn.query_row("SELECT group_concat(key_hash) FROM api_keys", [], |r| r.get(0)).unwrap();
+        let stored: String = conn.query_row("SELECT group_concat(key_hash) FROM api_keys", (), |r| r.get(0)).unwrap();
         assert!(!stored.contains(&key.plaintext[6..]));
         assert_eq!(parse_hash(&row), Some(KeyHash::of(&key.plaintext)));
         let row = set_key_status(&conn, row.id, Switch::Disabled).unwrap();

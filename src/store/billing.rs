@@ -5,7 +5,7 @@
 use super::kinds::{Account, SubscriptionStatus, Switch};
 use super::{SqlContext, StoreError};
 use crate::clock::now_ms;
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use crate::store::db::{params, Connection, OptionalExtension, Row};
 use serde::Serialize;
 use std::collections::HashMap;
 
@@ -26,7 +26,7 @@ pub struct LedgerRow {
     pub created_at: i64,
 }
 
-fn ledger_row(r: &Row) -> rusqlite::Result<LedgerRow> {
+fn ledger_row(r: &Row) -> crate::store::db::Result<LedgerRow> {
     Ok(LedgerRow {
         id: r.get(0)?,
         user_id: r.get(1)?,
@@ -54,7 +54,7 @@ pub struct NewEntry<'a> {
 }
 
 pub fn insert_ledger(conn: &Connection, e: &NewEntry) -> Result<i64, StoreError> {
-    conn.execute(
+    conn.insert(
         "INSERT INTO ledger(user_id, account, amount, kind, reason, reference, origin, created_at, instance)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         params![
@@ -69,12 +69,15 @@ pub fn insert_ledger(conn: &Connection, e: &NewEntry) -> Result<i64, StoreError>
             if e.origin == ORIGIN_GATEWAY { super::instance() } else { "" }
         ],
     )
-    .ctx("inserting ledger entry")?;
-    Ok(conn.last_insert_rowid())
+    .ctx("inserting ledger entry")
 }
 
 /// Runs a `SELECT user_id, <sum> … GROUP BY user_id` query into a map.
-fn sums_by_user(conn: &Connection, sql: &str, params: impl rusqlite::Params) -> Result<HashMap<i64, i64>, StoreError> {
+fn sums_by_user(
+    conn: &Connection,
+    sql: &str,
+    params: impl crate::store::db::Params,
+) -> Result<HashMap<i64, i64>, StoreError> {
     let mut stmt = conn.prepare_cached(sql).ctx("summing the ledger")?;
     let rows = stmt.query_map(params, |r| Ok((r.get(0)?, r.get(1)?))).ctx("summing the ledger")?;
     rows.collect::<Result<_, _>>().ctx("summing the ledger")
@@ -85,7 +88,7 @@ pub fn balances(conn: &Connection) -> Result<HashMap<i64, i64>, StoreError> {
     sums_by_user(
         conn,
         "SELECT user_id, COALESCE(SUM(amount), 0) FROM ledger WHERE account = 'credits' GROUP BY user_id",
-        [],
+        (),
     )
 }
 
@@ -99,7 +102,7 @@ pub fn plan_usage_since(conn: &Connection, since_ms: i64) -> Result<HashMap<i64,
 }
 
 pub fn max_ledger_id(conn: &Connection) -> Result<i64, StoreError> {
-    conn.query_row("SELECT COALESCE(MAX(id), 0) FROM ledger", [], |r| r.get(0)).ctx("reading ledger")
+    conn.query_row("SELECT COALESCE(MAX(id), 0) FROM ledger", (), |r| r.get(0)).ctx("reading ledger")
 }
 
 /// Entries after `after_id` that this gateway process did not write itself
@@ -157,7 +160,7 @@ pub struct SubscriptionRow {
     pub status: SubscriptionStatus,
 }
 
-fn sub_row(r: &Row) -> rusqlite::Result<SubscriptionRow> {
+fn sub_row(r: &Row) -> crate::store::db::Result<SubscriptionRow> {
     Ok(SubscriptionRow {
         id: r.get(0)?,
         user_id: r.get(1)?,
@@ -179,7 +182,7 @@ pub fn active_subscriptions(conn: &Connection) -> Result<Vec<SubscriptionRow>, S
              AND id = (SELECT MAX(id) FROM subscriptions WHERE user_id = s.user_id AND status = 'active')"
         ))
         .ctx("reading subscriptions")?;
-    let rows = stmt.query_map([], sub_row).ctx("reading subscriptions")?;
+    let rows = stmt.query_map((), sub_row).ctx("reading subscriptions")?;
     rows.collect::<Result<_, _>>().ctx("reading subscriptions")
 }
 
@@ -252,7 +255,7 @@ pub struct CodeRow {
     pub created_at: i64,
 }
 
-fn code_row(r: &Row) -> rusqlite::Result<CodeRow> {
+fn code_row(r: &Row) -> crate::store::db::Result<CodeRow> {
     Ok(CodeRow {
         id: r.get(0)?,
         prefix: r.get(1)?,
@@ -290,13 +293,13 @@ pub fn insert_code(
         Grant::Credits(c) => ("credits", Some(*c), None),
         Grant::Plan(p) => ("plan", None, Some(p.as_str())),
     };
-    conn.execute(
+    let id = conn.insert(
         "INSERT INTO redemption_codes(code_hash, prefix, kind, credits, plan_id, max_uses, expires_at, batch, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
         params![hash, prefix, kind, credits, plan, max_uses, expires_at, batch, now_ms()],
     )
     .ctx("inserting code")?;
-    code_by_id(conn, conn.last_insert_rowid())?.ok_or_else(|| StoreError::Invalid("code vanished".into()))
+    code_by_id(conn, id)?.ok_or_else(|| StoreError::Invalid("code vanished".into()))
 }
 
 pub fn code_by_id(conn: &Connection, id: i64) -> Result<Option<CodeRow>, StoreError> {
@@ -326,7 +329,7 @@ pub fn page_codes(
     let mut stmt = conn
         .prepare_cached(&format!(
             "SELECT {CODE_COLS} FROM redemption_codes
-             WHERE (?1 IS NULL OR batch = ?1) AND (?2 IS NULL OR status = ?2) AND id > ?3
+             WHERE COALESCE(?1, batch) = batch AND COALESCE(?2, status) = status AND id > ?3
              ORDER BY id LIMIT ?4"
         ))
         .ctx("listing codes")?;
@@ -410,7 +413,7 @@ mod tests {
     #[test]
     fn plans_extend_and_replace() {
         let dir = tempfile::tempdir().unwrap();
-        let conn = open(&dir.path().join("db")).unwrap();
+        let conn = open(dir.path().join("db")).unwrap();
         let u = accounts::add_user(&conn, "a@b.c").unwrap();
         let day = 86_400_000;
         let s = grant_plan(&conn, u.id, "pro", 30, 1000, "t").unwrap();
@@ -427,7 +430,7 @@ mod tests {
     #[test]
     fn ledger_sums_and_external_entries() {
         let dir = tempfile::tempdir().unwrap();
-        let conn = open(&dir.path().join("db")).unwrap();
+        let conn = open(dir.path().join("db")).unwrap();
         let u = accounts::add_user(&conn, "a@b.c").unwrap();
         let e = |amount, account, origin| NewEntry {
             user_id: u.id,

@@ -3,7 +3,7 @@
 //! is the other, static switch.
 
 use super::{SqlContext, StoreError};
-use rusqlite::{params, Connection};
+use crate::store::db::{params, Connection};
 
 pub fn set_disabled(conn: &Connection, name: &str, disabled: bool, actor: &str, now: i64) -> Result<(), StoreError> {
     conn.execute(
@@ -20,7 +20,7 @@ pub fn disabled(conn: &Connection) -> Result<Vec<(String, String)>, StoreError> 
     let mut stmt = conn
         .prepare("SELECT name, actor FROM channel_switches WHERE disabled = 1 ORDER BY name")
         .ctx("reading channel switches")?;
-    let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).ctx("reading channel switches")?;
+    let rows = stmt.query_map((), |r| Ok((r.get(0)?, r.get(1)?))).ctx("reading channel switches")?;
     rows.collect::<Result<_, _>>().ctx("reading channel switches")
 }
 
@@ -31,7 +31,7 @@ mod tests {
     #[test]
     fn the_last_switch_wins() {
         let dir = tempfile::tempdir().unwrap();
-        let c = crate::store::open(&dir.path().join("t.db")).unwrap();
+        let c = crate::store::open(dir.path().join("t.db")).unwrap();
         set_disabled(&c, "oa", true, "operator:token", 1).unwrap();
         set_disabled(&c, "an", true, "admin-api", 2).unwrap();
         set_disabled(&c, "an", false, "admin-api", 3).unwrap();

@@ -10,7 +10,7 @@
 
 use super::writer::{LedgerEntry, WriteOp};
 use super::{SqlContext, StoreError};
-use rusqlite::{params, Connection};
+use crate::store::db::{params, Connection};
 use std::collections::HashMap;
 
 type GroupKey = (i64, &'static str, i64);
@@ -81,19 +81,17 @@ impl<'a> Charges<'a> {
 
     /// Writes one ledger row per group, before the usage rows that name it.
     pub(super) fn insert(&mut self, conn: &Connection) -> Result<(), StoreError> {
-        let mut stmt = conn
-            .prepare_cached(
-                "INSERT INTO ledger(user_id, account, amount, kind, reason, reference, origin, created_at, instance)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'gateway', ?7, ?8)",
-            )
-            .ctx("preparing ledger insert")?;
         for g in &mut self.groups {
             let l = g.first;
             let reason = g.reason(g.count);
             let instance = super::instance();
-            stmt.execute(params![l.user_id, l.account, g.amount, l.kind, reason, l.reference, g.created_at, instance])
+            g.ledger_id = conn
+                .insert(
+                    "INSERT INTO ledger(user_id, account, amount, kind, reason, reference, origin, created_at, instance)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, 'gateway', ?7, ?8)",
+                    params![l.user_id, l.account, g.amount, l.kind, reason, l.reference, g.created_at, instance],
+                )
                 .ctx("inserting ledger entry")?;
-            g.ledger_id = conn.last_insert_rowid();
         }
         Ok(())
     }

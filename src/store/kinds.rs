@@ -2,7 +2,7 @@
 //! CHECK constraint), as enums: a typo is a compile error, not a row that
 //! matches nothing.
 
-use rusqlite::types::{FromSql, FromSqlError, FromSqlResult, ToSql, ToSqlOutput, ValueRef};
+use super::db::{FromSql, FromSqlError, ToSql, Value};
 
 /// An enum stored as one of a fixed set of words.
 macro_rules! text_enum {
@@ -46,15 +46,15 @@ macro_rules! text_enum {
         }
 
         impl ToSql for $name {
-            fn to_sql(&self) -> rusqlite::Result<ToSqlOutput<'_>> {
-                Ok(ToSqlOutput::from(self.as_str()))
+            fn to_value(&self) -> Value {
+                Value::Text(self.as_str().to_string())
             }
         }
 
         impl FromSql for $name {
-            fn column_result(v: ValueRef<'_>) -> FromSqlResult<Self> {
-                let s = v.as_str()?;
-                $name::parse(s).ok_or_else(|| FromSqlError::Other(format!("unexpected {}: {s:?}", stringify!($name)).into()))
+            fn from_value(v: &Value) -> Result<Self, FromSqlError> {
+                let Value::Text(s) = v else { return Err(FromSqlError::invalid("text", v)) };
+                $name::parse(s).ok_or_else(|| FromSqlError::Other(format!("unexpected {}: {s:?}", stringify!($name))))
             }
         }
     };
@@ -106,13 +106,14 @@ mod tests {
     use super::*;
 
     #[test]
-    fn round_trips_through_sqlite_and_refuses_strangers() {
-        let c = rusqlite::Connection::open_in_memory().unwrap();
+    fn round_trips_through_the_store_and_refuses_strangers() {
+        let dir = tempfile::tempdir().unwrap();
+        let c = crate::store::open(dir.path().join("db")).unwrap();
         for s in OrderStatus::ALL {
             let back: OrderStatus = c.query_row("SELECT ?1", [s], |r| r.get(0)).unwrap();
             assert_eq!(back, *s);
         }
-        let bad: rusqlite::Result<UserStatus> = c.query_row("SELECT 'deleted'", [], |r| r.get(0));
+        let bad: crate::store::db::Result<UserStatus> = c.query_row("SELECT 'deleted'", (), |r| r.get(0));
         assert!(bad.is_err());
         assert_eq!(serde_json::to_string(&Role::Admin).unwrap(), "\"admin\"");
     }

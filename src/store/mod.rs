@@ -1,13 +1,14 @@
-//! Durable state: one SQLite file in WAL mode, schema versioned through
-//! `PRAGMA user_version`. The request path never touches it: the gateway loads
-//! what it needs into memory at start, writes through the batched [`writer`],
-//! and notices changes made by other processes (the CLI) through
-//! `PRAGMA data_version`.
+//! Durable state: one SQLite file in WAL mode (the default), or a PostgreSQL
+//! database that several nodes share (see [`db`]). The request path never
+//! touches it: the gateway loads what it needs into memory at start, writes
+//! through the batched [`writer`], and notices changes made by other
+//! processes (the CLI, other nodes) through [`db::Connection::data_version`].
 
 pub mod accounts;
 pub mod billing;
 pub mod channels;
 mod charges;
+pub mod db;
 pub mod kinds;
 mod migrations;
 pub mod orders;
@@ -18,8 +19,8 @@ pub mod snapshot;
 pub mod usage;
 pub mod writer;
 
-use rusqlite::Connection;
-use std::path::{Path, PathBuf};
+pub use db::{Connection, Database};
+use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -27,13 +28,13 @@ pub enum StoreError {
     #[error("cannot create data directory {path}: {source}")]
     CreateDir { path: PathBuf, source: std::io::Error },
     #[error("cannot open database {path}: {source}")]
-    Open { path: PathBuf, source: rusqlite::Error },
+    Open { path: PathBuf, source: db::Error },
     #[error("database migration to version {version} failed: {source}")]
-    Migrate { version: u32, source: rusqlite::Error },
+    Migrate { version: u32, source: db::Error },
     #[error("database {path} has schema version {found}, newer than this binary ({supported}); upgrade codex-proxy")]
     TooNew { path: PathBuf, found: u32, supported: u32 },
     #[error("{context}: {source}")]
-    Sql { context: &'static str, source: rusqlite::Error },
+    Sql { context: &'static str, source: db::Error },
     #[error("user {0} already exists")]
     UserExists(String),
     #[error("no user with email {0}")]
@@ -51,13 +52,8 @@ impl StoreError {
     /// busy, full, read-only for now or failing I/O, as opposed to refusing
     /// this write (a constraint, a type) every time.
     pub fn is_transient(&self) -> bool {
-        use rusqlite::ErrorCode::*;
         match self {
-            StoreError::Sql { source: rusqlite::Error::SqliteFailure(f, _), .. } => matches!(
-                f.code,
-                DatabaseBusy | DatabaseLocked | DiskFull | SystemIoFailure | ReadOnly | CannotOpen | OutOfMemory
-            ),
-            StoreError::Sql { .. } => false,
+            StoreError::Sql { source, .. } => source.is_transient(),
             _ => true,
         }
     }
@@ -77,17 +73,37 @@ pub trait SqlContext<T> {
     fn ctx(self, context: &'static str) -> Result<T, StoreError>;
 }
 
-impl<T> SqlContext<T> for Result<T, rusqlite::Error> {
+impl<T> SqlContext<T> for Result<T, db::Error> {
     fn ctx(self, context: &'static str) -> Result<T, StoreError> {
         self.map_err(|source| StoreError::Sql { context, source })
     }
 }
 
-/// Opens (creating when missing) the database and brings its schema up to date.
-pub fn open(path: &Path) -> Result<Connection, StoreError> {
+impl<T> SqlContext<T> for Result<T, rusqlite::Error> {
+    fn ctx(self, context: &'static str) -> Result<T, StoreError> {
+        self.map_err(|source| StoreError::Sql { context, source: source.into() })
+    }
+}
+
+/// Opens (creating when missing) the database and brings its schema up to
+/// date: a path or `&Database`.
+pub fn open(target: impl Into<Database>) -> Result<Connection, StoreError> {
+    match target.into() {
+        Database::Sqlite(path) => open_file(&path).map(Connection::sqlite),
+        Database::Postgres(t) => {
+            let conn =
+                Connection::postgres(&t).map_err(|source| StoreError::Open { path: t.url.clone().into(), source })?;
+            migrations::migrate_pg(&conn, &t.url)?;
+            Ok(conn)
+        }
+    }
+}
+
+fn open_file(path: &std::path::Path) -> Result<rusqlite::Connection, StoreError> {
     secret::touch_private(path)
         .map_err(|source| StoreError::CreateDir { path: path.parent().unwrap_or(path).to_path_buf(), source })?;
-    let conn = Connection::open(path).map_err(|source| StoreError::Open { path: path.to_path_buf(), source })?;
+    let fail = |source: rusqlite::Error| StoreError::Open { path: path.to_path_buf(), source: source.into() };
+    let conn = rusqlite::Connection::open(path).map_err(fail)?;
     let setup = || -> rusqlite::Result<()> {
         // A CLI write and the gateway's batch writer may meet; wait instead of failing.
         conn.busy_timeout(Duration::from_secs(10))?;
@@ -98,14 +114,15 @@ pub fn open(path: &Path) -> Result<Connection, StoreError> {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         Ok(())
     };
-    setup().map_err(|source| StoreError::Open { path: path.to_path_buf(), source })?;
+    setup().map_err(fail)?;
     migrations::migrate(&conn, path)?;
     Ok(conn)
 }
 
-/// `PRAGMA data_version`: changes whenever *another* connection commits.
+/// Changes whenever *another* connection commits (see
+/// [`db::Connection::data_version`]).
 pub fn data_version(conn: &Connection) -> Result<i64, StoreError> {
-    conn.query_row("PRAGMA data_version", [], |r| r.get(0)).ctx("reading data_version")
+    conn.data_version().ctx("reading data_version")
 }
 
 #[cfg(test)]
@@ -117,9 +134,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub/db.sqlite");
         let conn = open(&path).unwrap();
-        let v: u32 = conn.query_row("PRAGMA user_version", [], |r| r.get(0)).unwrap();
+        let v: u32 = conn.query_row("PRAGMA user_version", (), |r| r.get(0)).unwrap();
         assert_eq!(v, migrations::LATEST);
-        let mode: String = conn.query_row("PRAGMA journal_mode", [], |r| r.get(0)).unwrap();
+        let mode: String = conn.query_row("PRAGMA journal_mode", (), |r| r.get(0)).unwrap();
         assert_eq!(mode, "wal");
         drop(conn);
         // Re-opening is a no-op migration.
@@ -131,7 +148,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db.sqlite");
         let conn = open(&path).unwrap();
-        conn.pragma_update(None, "user_version", 999).unwrap();
+        conn.as_sqlite().unwrap().pragma_update(None, "user_version", 999).unwrap();
         drop(conn);
         assert!(matches!(open(&path), Err(StoreError::TooNew { found: 999, .. })));
     }
@@ -143,7 +160,7 @@ mod tests {
         let a = open(&path).unwrap();
         let b = open(&path).unwrap();
         let before = data_version(&a).unwrap();
-        b.execute("INSERT INTO users(email, created_at) VALUES ('x@y.z', 0)", []).unwrap();
+        b.execute("INSERT INTO users(email, created_at) VALUES ('x@y.z', 0)", ()).unwrap();
         assert_ne!(data_version(&a).unwrap(), before);
     }
 }

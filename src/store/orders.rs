@@ -3,7 +3,7 @@
 //! `payments::orders`.
 
 use super::{SqlContext, StoreError};
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use crate::store::db::{params, Connection, OptionalExtension, Row};
 use serde::Serialize;
 
 pub use super::kinds::OrderStatus;
@@ -39,7 +39,7 @@ const COLS: &str = "o.id, o.user_id, COALESCE(u.email, ''), o.provider, o.method
     o.credits, o.plan_id, o.package, o.provider_ref, o.checkout_url, o.ledger_id, o.created_at, o.expires_at,
     o.paid_at, o.updated_at, o.note";
 
-fn row(r: &Row) -> rusqlite::Result<OrderRow> {
+fn row(r: &Row) -> crate::store::db::Result<OrderRow> {
     let status: String = r.get(5)?;
     Ok(OrderRow {
         id: r.get(0)?,
@@ -145,10 +145,10 @@ pub fn transition(
                 paid_at = CASE WHEN ?2 = 'paid' THEN ?4 ELSE paid_at END
          WHERE id = ?1 AND status IN ({placeholders})"
     );
-    let mut values: Vec<rusqlite::types::Value> =
+    let mut values: Vec<crate::store::db::Value> =
         vec![id.to_string().into(), to.as_str().to_string().into(), note.to_string().into(), now.into()];
-    values.extend(from.iter().map(|s| rusqlite::types::Value::from(s.to_string())));
-    let n = conn.execute(&sql, rusqlite::params_from_iter(values)).ctx("updating order")?;
+    values.extend(from.iter().map(|s| crate::store::db::Value::Text(s.to_string())));
+    let n = conn.execute(&sql, crate::store::db::params_from_iter(values)).ctx("updating order")?;
     Ok(n == 1)
 }
 
@@ -173,7 +173,7 @@ pub struct OrderFilter {
 
 pub fn list(conn: &Connection, f: &OrderFilter) -> Result<Vec<OrderRow>, StoreError> {
     let mut conds = Vec::new();
-    let mut values: Vec<rusqlite::types::Value> = Vec::new();
+    let mut values: Vec<crate::store::db::Value> = Vec::new();
     if let Some(u) = f.user_id {
         values.push(u.into());
         conds.push(format!("o.user_id = ?{}", values.len()));
@@ -195,7 +195,7 @@ pub fn list(conn: &Connection, f: &OrderFilter) -> Result<Vec<OrderRow>, StoreEr
         values.len()
     );
     let mut stmt = conn.prepare(&sql).ctx("listing orders")?;
-    let rows = stmt.query_map(rusqlite::params_from_iter(values), row).ctx("listing orders")?;
+    let rows = stmt.query_map(crate::store::db::params_from_iter(values), row).ctx("listing orders")?;
     rows.collect::<Result<_, _>>().ctx("listing orders")
 }
 

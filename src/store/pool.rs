@@ -1,24 +1,22 @@
 //! Connections for the website and the admin API: opened once, reused, and
 //! always used on the blocking thread pool so no request thread ever waits on
-//! SQLite. (The batched writer keeps its own connection.)
+//! the database. (The batched writer keeps its own connection.)
 
-use super::{open, StoreError};
+use super::{open, Connection, Database, StoreError};
 use parking_lot::Mutex;
-use rusqlite::Connection;
-use std::path::PathBuf;
 use std::sync::Arc;
 
 /// Idle connections kept for reuse; more may be open while busy.
 const MAX_IDLE: usize = 4;
 
 pub struct Pool {
-    path: PathBuf,
+    db: Database,
     idle: Mutex<Vec<Connection>>,
 }
 
 impl Pool {
-    pub fn new(path: PathBuf) -> Arc<Pool> {
-        Arc::new(Pool { path, idle: Mutex::new(Vec::new()) })
+    pub fn new(db: impl Into<Database>) -> Arc<Pool> {
+        Arc::new(Pool { db: db.into(), idle: Mutex::new(Vec::new()) })
     }
 
     /// Runs `f` with a connection on the blocking pool. A connection whose
@@ -35,7 +33,7 @@ impl Pool {
         let joined = tokio::task::spawn_blocking(move || {
             let conn = match pool.idle.lock().pop() {
                 Some(c) => c,
-                None => open(&pool.path)?,
+                None => open(&pool.db)?,
             };
             let out = f(&conn);
             if out.is_ok() && conn.is_autocommit() {
@@ -61,7 +59,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let pool = Pool::new(dir.path().join("db"));
         let n: i64 = pool
-            .run(|c| c.query_row("SELECT count(*) FROM users", [], |r| r.get(0)).ctx("counting users"))
+            .run(|c| c.query_row("SELECT count(*) FROM users", (), |r| r.get(0)).ctx("counting users"))
             .await
             .unwrap();
         assert_eq!(n, 0);

@@ -74,7 +74,7 @@ pub fn key_for(cfg: &crate::config::Config, name: &str) -> std::io::Result<[u8; 
 }
 
 /// Stores `own` under `name` unless a key is there already; the stored key.
-pub fn shared_key(conn: &rusqlite::Connection, name: &str, own: [u8; 32]) -> Result<[u8; 32], super::StoreError> {
+pub fn shared_key(conn: &super::Connection, name: &str, own: [u8; 32]) -> Result<[u8; 32], super::StoreError> {
     use super::SqlContext;
     let hex = crate::auth::KeyHash(own).to_hex();
     conn.execute("INSERT OR IGNORE INTO shared_keys(name, key) VALUES (?1, ?2)", [name, hex.as_str()])
@@ -107,7 +107,7 @@ mod tests {
     #[test]
     fn the_first_node_s_key_is_shared() {
         let dir = tempfile::tempdir().unwrap();
-        let conn = crate::store::open(&dir.path().join("db")).unwrap();
+        let conn = crate::store::open(dir.path().join("db")).unwrap();
         assert_eq!(shared_key(&conn, "web.key", [1; 32]).unwrap(), [1; 32]);
         assert_eq!(shared_key(&conn, "web.key", [2; 32]).unwrap(), [1; 32]);
         assert_eq!(shared_key(&conn, "signing.key", [3; 32]).unwrap(), [3; 32]);

@@ -2,7 +2,7 @@
 //! form tokens that make a double-submitted form act once.
 
 use super::{SqlContext, StoreError};
-use rusqlite::{params, Connection, OptionalExtension};
+use crate::store::db::{params, Connection, OptionalExtension};
 
 /// A session joined with its user.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,13 +30,12 @@ pub fn create(
     expires_at: i64,
     origin: &Origin,
 ) -> Result<i64, StoreError> {
-    conn.execute(
+    conn.insert(
         "INSERT INTO web_sessions(token_hash, user_id, created_at, last_seen_at, expires_at, ip, user_agent)
          VALUES (?1, ?2, ?3, ?3, ?4, ?5, ?6)",
         params![token_hash, user_id, now, expires_at, origin.ip, origin.user_agent.map(|u| truncate(u, 256))],
     )
-    .ctx("creating session")?;
-    Ok(conn.last_insert_rowid())
+    .ctx("creating session")
 }
 
 fn truncate(s: &str, max: usize) -> &str {
@@ -74,7 +73,7 @@ pub fn delete(conn: &Connection, id: i64) -> Result<(), StoreError> {
 
 /// Ends every session of a user (but `keep`); returns how many ended.
 pub fn delete_for_user(conn: &Connection, user_id: i64, keep: Option<i64>) -> Result<usize, StoreError> {
-    conn.execute("DELETE FROM web_sessions WHERE user_id = ?1 AND id IS NOT ?2", params![user_id, keep])
+    conn.execute("DELETE FROM web_sessions WHERE user_id = ?1 AND id IS DISTINCT FROM ?2", params![user_id, keep])
         .ctx("ending sessions")
 }
 
@@ -116,13 +115,12 @@ pub fn create_operator(
     now: i64,
     expires_at: i64,
 ) -> Result<i64, StoreError> {
-    conn.execute(
+    conn.insert(
         "INSERT INTO operator_sessions(token_hash, actor, user_id, created_at, last_seen_at, expires_at)
          VALUES (?1, ?2, ?3, ?4, ?4, ?5)",
         params![token_hash, actor, user_id, now, expires_at],
     )
-    .ctx("creating operator session")?;
-    Ok(conn.last_insert_rowid())
+    .ctx("creating operator session")
 }
 
 pub fn find_operator(conn: &Connection, token_hash: &str) -> Result<Option<OperatorSession>, StoreError> {
@@ -189,7 +187,7 @@ mod tests {
     #[test]
     fn sessions_live_and_end() {
         let dir = tempfile::tempdir().unwrap();
-        let conn = super::super::open(&dir.path().join("db")).unwrap();
+        let conn = super::super::open(dir.path().join("db")).unwrap();
         let u = super::super::accounts::add_user(&conn, "a@b.c").unwrap();
         let origin = Origin { ip: Some("127.0.0.1"), user_agent: Some("test") };
         let a = create(&conn, "h1", u.id, 1_000, 10_000, &origin).unwrap();
@@ -212,7 +210,7 @@ mod tests {
     #[test]
     fn form_tokens_claim_once() {
         let dir = tempfile::tempdir().unwrap();
-        let conn = super::super::open(&dir.path().join("db")).unwrap();
+        let conn = super::super::open(dir.path().join("db")).unwrap();
         assert!(claim_form(&conn, "t", 1, 0).unwrap());
         assert!(!claim_form(&conn, "t", 1, 10).unwrap());
         // Long after, the token has been forgotten (nobody resubmits a day later).

@@ -7,7 +7,7 @@
 
 use super::{SqlContext, StoreError};
 use crate::clock::now_ms;
-use rusqlite::{params, Connection};
+use crate::store::db::{params, Connection};
 use std::collections::HashMap;
 
 /// A user's credit totals in micro-credits.
@@ -40,17 +40,17 @@ fn sums(conn: &Connection, after: i64, through: i64, into: &mut HashMap<i64, Tot
 }
 
 fn max_id(conn: &Connection) -> Result<i64, StoreError> {
-    conn.query_row("SELECT COALESCE(MAX(id), 0) FROM ledger", [], |r| r.get(0)).ctx("reading the ledger")
+    conn.query_row("SELECT COALESCE(MAX(id), 0) FROM ledger", (), |r| r.get(0)).ctx("reading the ledger")
 }
 
 fn snapshot(conn: &Connection) -> Result<Loaded, StoreError> {
     let through: i64 = conn
-        .query_row("SELECT COALESCE(MAX(through_id), 0) FROM ledger_snapshot_meta", [], |r| r.get(0))
+        .query_row("SELECT COALESCE(MAX(through_id), 0) FROM ledger_snapshot_meta", (), |r| r.get(0))
         .ctx("reading the ledger snapshot")?;
     let mut stmt =
         conn.prepare("SELECT user_id, balance, spent FROM ledger_snapshot").ctx("reading the ledger snapshot")?;
     let rows = stmt
-        .query_map([], |r| Ok((r.get(0)?, Totals { balance: r.get(1)?, spent: r.get(2)? })))
+        .query_map((), |r| Ok((r.get(0)?, Totals { balance: r.get(1)?, spent: r.get(2)? })))
         .ctx("reading the ledger snapshot")?;
     Ok((rows.collect::<Result<_, _>>().ctx("reading the ledger snapshot")?, through))
 }
@@ -91,7 +91,7 @@ pub fn advance(conn: &Connection, min_new: i64) -> Result<i64, StoreError> {
 /// Replaces the snapshot with the ledger's own sums up to `through`.
 pub fn rebuild(conn: &Connection, totals: &HashMap<i64, Totals>, through: i64) -> Result<(), StoreError> {
     let tx = conn.unchecked_transaction().ctx("rebuilding the ledger snapshot")?;
-    tx.execute("DELETE FROM ledger_snapshot", []).ctx("rebuilding the ledger snapshot")?;
+    tx.execute("DELETE FROM ledger_snapshot", ()).ctx("rebuilding the ledger snapshot")?;
     write(&tx, totals, through, false)?;
     tx.commit().ctx("rebuilding the ledger snapshot")
 }
@@ -99,7 +99,8 @@ pub fn rebuild(conn: &Connection, totals: &HashMap<i64, Totals>, through: i64) -
 fn write(conn: &Connection, totals: &HashMap<i64, Totals>, through: i64, add: bool) -> Result<(), StoreError> {
     let sql = if add {
         "INSERT INTO ledger_snapshot(user_id, balance, spent) VALUES (?1, ?2, ?3)
-         ON CONFLICT(user_id) DO UPDATE SET balance = balance + excluded.balance, spent = spent + excluded.spent"
+         ON CONFLICT(user_id) DO UPDATE SET balance = ledger_snapshot.balance + excluded.balance,
+                                           spent = ledger_snapshot.spent + excluded.spent"
     } else {
         "INSERT INTO ledger_snapshot(user_id, balance, spent) VALUES (?1, ?2, ?3)"
     };
@@ -148,7 +149,7 @@ mod tests {
     #[test]
     fn snapshot_plus_new_entries_equals_the_ledger() {
         let dir = tempfile::tempdir().unwrap();
-        let conn = super::super::open(&dir.path().join("db")).unwrap();
+        let conn = super::super::open(dir.path().join("db")).unwrap();
         for u in [1, 2] {
             conn.execute("INSERT INTO users(id, email, created_at) VALUES (?1, ?2, 0)", params![u, format!("{u}@x")])
                 .unwrap();
@@ -170,7 +171,7 @@ mod tests {
         assert_eq!(load(&conn).unwrap(), (full(&conn, 6).unwrap(), 6));
 
         // A snapshot that disagrees with the ledger is found and rebuilt.
-        conn.execute("UPDATE ledger_snapshot SET balance = balance + 7 WHERE user_id = 2", []).unwrap();
+        conn.execute("UPDATE ledger_snapshot SET balance = balance + 7 WHERE user_id = 2", ()).unwrap();
         let (loaded, through) = load(&conn).unwrap();
         let ledger = full(&conn, through).unwrap();
         assert_eq!(differences(&loaded, &ledger), vec![(2, Totals { balance: -7, spent: 0 })]);

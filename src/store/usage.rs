@@ -14,8 +14,8 @@
 
 use super::writer::UsageRecord;
 use super::{SqlContext, StoreError};
-use rusqlite::types::Value;
-use rusqlite::{params, params_from_iter, Connection, Row};
+use crate::store::db::Value;
+use crate::store::db::{params, params_from_iter, Backend, Connection, Row};
 use serde::Serialize;
 use std::collections::HashMap;
 
@@ -151,7 +151,7 @@ pub fn report(
 
 /// The time before which usage rows were deleted (0: none were).
 pub fn pruned_before(conn: &Connection) -> Result<i64, StoreError> {
-    conn.query_row("SELECT COALESCE(MAX(before), 0) FROM usage_pruned", [], |r| r.get(0))
+    conn.query_row("SELECT COALESCE(MAX(before), 0) FROM usage_pruned", (), |r| r.get(0))
         .ctx("reading the usage retention horizon")
 }
 
@@ -170,7 +170,8 @@ pub fn prune(conn: &Connection, before_ms: i64, limit: usize) -> Result<usize, S
         .ctx("pruning usage")?;
     tx.execute(
         "INSERT INTO usage_pruned(id, before) VALUES (1, ?1)
-         ON CONFLICT(id) DO UPDATE SET before = MAX(before, excluded.before)",
+         ON CONFLICT(id) DO UPDATE SET
+            before = CASE WHEN usage_pruned.before > excluded.before THEN usage_pruned.before ELSE excluded.before END",
         [before],
     )
     .ctx("pruning usage")?;
@@ -191,7 +192,12 @@ fn report_from(
         GroupBy::Key => "COALESCE((SELECT 'codex_' || lookup FROM api_keys WHERE id = u.key_id), '-')".to_string(),
         GroupBy::Model => "COALESCE(NULLIF(u.model, ''), '-')".to_string(),
         GroupBy::Channel => "COALESCE(NULLIF(u.channel, ''), '-')".to_string(),
-        GroupBy::Day => format!("date({time} / 1000 + {utc_offset_secs}, 'unixepoch')"),
+        GroupBy::Day => match conn.backend() {
+            Backend::Sqlite => format!("date({time} / 1000 + {utc_offset_secs}, 'unixepoch')"),
+            Backend::Postgres => {
+                format!("to_char(to_timestamp({time} / 1000 + {utc_offset_secs}) AT TIME ZONE 'UTC', 'YYYY-MM-DD')")
+            }
+        },
     };
     let (clause, params) = filter.clause_on(time);
     let (table, requests) = (src.table(), src.requests());
@@ -268,13 +274,13 @@ impl<'a> Rollup<'a> {
                     cached_tokens, cache_write_tokens, output_tokens, reasoning_tokens, cost)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
                  ON CONFLICT(user_id, bucket, key_id, model, channel) DO UPDATE SET
-                    requests = requests + excluded.requests,
-                    input_tokens = input_tokens + excluded.input_tokens,
-                    cached_tokens = cached_tokens + excluded.cached_tokens,
-                    cache_write_tokens = cache_write_tokens + excluded.cache_write_tokens,
-                    output_tokens = output_tokens + excluded.output_tokens,
-                    reasoning_tokens = reasoning_tokens + excluded.reasoning_tokens,
-                    cost = cost + excluded.cost",
+                    requests = usage_rollup.requests + excluded.requests,
+                    input_tokens = usage_rollup.input_tokens + excluded.input_tokens,
+                    cached_tokens = usage_rollup.cached_tokens + excluded.cached_tokens,
+                    cache_write_tokens = usage_rollup.cache_write_tokens + excluded.cache_write_tokens,
+                    output_tokens = usage_rollup.output_tokens + excluded.output_tokens,
+                    reasoning_tokens = usage_rollup.reasoning_tokens + excluded.reasoning_tokens,
+                    cost = usage_rollup.cost + excluded.cost",
             )
             .ctx("preparing rollup upsert")?;
         for ((user, bucket, key, model, channel), t) in &self.rows {
@@ -326,7 +332,7 @@ pub struct UsageRow {
     pub billed_to: Option<String>,
 }
 
-fn usage_row(r: &Row) -> rusqlite::Result<UsageRow> {
+fn usage_row(r: &Row) -> crate::store::db::Result<UsageRow> {
     Ok(UsageRow {
         id: r.get(0)?,
         request_id: r.get(1)?,
@@ -414,7 +420,7 @@ mod tests {
         conn.execute(
             "INSERT INTO usage(request_id, created_at, user_id, key_id, endpoint, model, output_tokens, status, latency_ms, cost)
              VALUES (?1, ?2, ?3, 1, 'chat', ?4, 10, 200, 5, ?5)",
-            rusqlite::params![id, at, user, model, cost],
+            params![id, at, user, model, cost],
         )
         .unwrap();
         let record = UsageRecord {
@@ -434,7 +440,7 @@ mod tests {
     #[test]
     fn totals_before_and_after_a_prune_are_equal() {
         let dir = tempfile::tempdir().unwrap();
-        let conn = super::super::open(&dir.path().join("db")).unwrap();
+        let conn = super::super::open(dir.path().join("db")).unwrap();
         const DAY: i64 = 86_400_000;
         // Ten days of requests, some at odd minutes, two users, two models.
         for i in 0..40 {
@@ -465,7 +471,7 @@ mod tests {
             }
         }
         assert_eq!(pruned, 20);
-        let left: i64 = conn.query_row("SELECT count(*) FROM usage", [], |r| r.get(0)).unwrap();
+        let left: i64 = conn.query_row("SELECT count(*) FROM usage", (), |r| r.get(0)).unwrap();
         assert_eq!(left, 20);
         assert_eq!(pruned_before(&conn).unwrap(), 5 * DAY);
         assert_eq!(reports(&conn), before, "reports read the rollups for the pruned days");
@@ -477,7 +483,7 @@ mod tests {
     #[test]
     fn reports_and_pages() {
         let dir = tempfile::tempdir().unwrap();
-        let conn = super::super::open(&dir.path().join("db")).unwrap();
+        let conn = super::super::open(dir.path().join("db")).unwrap();
         const DAY: i64 = 86_400_000;
         for i in 0..5 {
             insert(&conn, &format!("a{i}"), i * DAY / 2, 1, if i % 2 == 0 { "m1" } else { "m2" }, 100);
@@ -568,7 +574,7 @@ mod tests {
     #[test]
     fn user_queries_use_the_user_index() {
         let dir = tempfile::tempdir().unwrap();
-        let conn = super::super::open(&dir.path().join("db")).unwrap();
+        let conn = super::super::open(dir.path().join("db")).unwrap();
         let f = UsageFilter { user_id: Some(1), since_ms: Some(0), ..Default::default() };
         let plan = |src: Source| -> String {
             let (clause, _) = f.clause_on(src.time());

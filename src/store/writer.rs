@@ -14,7 +14,7 @@
 
 use super::charges::Charges;
 use super::{data_version, SqlContext, StoreError};
-use rusqlite::{params, Connection};
+use crate::store::db::{params, Connection};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
@@ -262,7 +262,7 @@ fn run(
     mut hooks: Hooks,
     stats: Arc<WriterStats>,
 ) {
-    let dead_letters = conn.path().map(|p| std::path::Path::new(p).with_extension("dead-letters.jsonl"));
+    let dead_letters = conn.dead_letters();
     let rt = match tokio::runtime::Builder::new_current_thread().enable_time().build() {
         Ok(rt) => rt,
         Err(e) => {
@@ -544,7 +544,7 @@ mod tests {
         assert!(w.flush_blocking(Duration::from_secs(5)));
         let reader = super::super::open(&path).unwrap();
         let (n, sum): (i64, i64) = reader
-            .query_row("SELECT count(*), sum(output_tokens) FROM usage", [], |r| Ok((r.get(0)?, r.get(1)?)))
+            .query_row("SELECT count(*), sum(output_tokens) FROM usage", (), |r| Ok((r.get(0)?, r.get(1)?)))
             .unwrap();
         assert_eq!((n, sum), (100, 4950));
     }
@@ -574,7 +574,7 @@ mod tests {
     #[test]
     fn a_batch_charges_each_user_once_and_each_usage_row_names_its_charge() {
         let dir = tempfile::tempdir().unwrap();
-        let conn = super::super::open(&dir.path().join("db")).unwrap();
+        let conn = super::super::open(dir.path().join("db")).unwrap();
         for u in [1, 2] {
             conn.execute(
                 "INSERT INTO users(id, email, created_at) VALUES (?1, ?2, 0)",
@@ -591,7 +591,7 @@ mod tests {
         let rows: Vec<(i64, i64, i64, String)> = conn
             .prepare("SELECT id, user_id, amount, reason FROM ledger ORDER BY id")
             .unwrap()
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .query_map((), |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
             .unwrap()
             .map(Result::unwrap)
             .collect();
@@ -612,15 +612,15 @@ mod tests {
         assert_eq!(rows[0].3, "5 requests");
         assert_eq!(rows[2].3, "gpt-4o-mini", "one request keeps its model as the reason");
         // Every request's own cost is still in its usage row.
-        let costs: i64 = conn.query_row("SELECT SUM(cost) FROM usage", [], |r| r.get(0)).unwrap();
-        let ledger: i64 = conn.query_row("SELECT -SUM(amount) FROM ledger", [], |r| r.get(0)).unwrap();
+        let costs: i64 = conn.query_row("SELECT SUM(cost) FROM usage", (), |r| r.get(0)).unwrap();
+        let ledger: i64 = conn.query_row("SELECT -SUM(amount) FROM ledger", (), |r| r.get(0)).unwrap();
         assert_eq!((costs, ledger), ((100..110).sum::<i64>() + 7, (100..110).sum::<i64>() + 7));
     }
 
     /// The request ids of every usage row, in order.
     fn request_ids(conn: &Connection) -> Vec<String> {
         let mut st = conn.prepare("SELECT request_id FROM usage ORDER BY request_id").unwrap();
-        st.query_map([], |r| r.get(0)).unwrap().map(Result::unwrap).collect()
+        st.query_map((), |r| r.get(0)).unwrap().map(Result::unwrap).collect()
     }
 
     #[test]
@@ -628,7 +628,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("codex-proxy.db");
         let conn = super::super::open(&path).unwrap();
-        conn.execute("INSERT INTO users(id, email, created_at) VALUES (1, 'a@x.io', 0)", []).unwrap();
+        conn.execute("INSERT INTO users(id, email, created_at) VALUES (1, 'a@x.io', 0)", ()).unwrap();
         let w = Writer::start(conn, Duration::from_millis(20), Box::new(|_| {})).unwrap();
         w.send_blocking(charge("good-1", 1, 10, 1_000));
         // User 999 does not exist: the foreign key refuses this op every time.
@@ -640,7 +640,7 @@ mod tests {
         assert!(w.flush_blocking(Duration::from_secs(5)));
         let reader = super::super::open(&path).unwrap();
         assert_eq!(request_ids(&reader), ["good-1", "good-2", "good-3"]);
-        let balance: i64 = reader.query_row("SELECT SUM(amount) FROM ledger", [], |r| r.get(0)).unwrap();
+        let balance: i64 = reader.query_row("SELECT SUM(amount) FROM ledger", (), |r| r.get(0)).unwrap();
         assert_eq!(balance, -80);
         let dead = std::fs::read_to_string(dir.path().join("codex-proxy.dead-letters.jsonl")).unwrap();
         assert_eq!(dead.lines().count(), 1, "{dead}");
@@ -653,7 +653,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("db");
         let conn = super::super::open(&path).unwrap();
-        conn.execute("INSERT INTO users(id, email, created_at) VALUES (1, 'a@x.io', 0)", []).unwrap();
+        conn.execute("INSERT INTO users(id, email, created_at) VALUES (1, 'a@x.io', 0)", ()).unwrap();
         let w = Writer::start(conn, Duration::from_millis(20), Box::new(|_| {})).unwrap();
         let n = PRUNE_BATCH + 500;
         for i in 0..n {
@@ -668,23 +668,23 @@ mod tests {
         }
         let reader = super::super::open(&path).unwrap();
         assert_eq!(request_ids(&reader), ["new"]);
-        let rolled: i64 = reader.query_row("SELECT SUM(requests) FROM usage_rollup", [], |r| r.get(0)).unwrap();
+        let rolled: i64 = reader.query_row("SELECT SUM(requests) FROM usage_rollup", (), |r| r.get(0)).unwrap();
         assert_eq!(rolled, n as i64 + 1, "the rollups keep every request");
-        let ledger: i64 = reader.query_row("SELECT -SUM(amount) FROM ledger", [], |r| r.get(0)).unwrap();
+        let ledger: i64 = reader.query_row("SELECT -SUM(amount) FROM ledger", (), |r| r.get(0)).unwrap();
         assert_eq!(ledger, n as i64 + 1, "the ledger is never pruned");
     }
 
     #[test]
     fn a_charge_group_never_straddles_a_minute() {
         let dir = tempfile::tempdir().unwrap();
-        let conn = super::super::open(&dir.path().join("db")).unwrap();
-        conn.execute("INSERT INTO users(id, email, created_at) VALUES (1, 'a@x.io', 0)", []).unwrap();
+        let conn = super::super::open(dir.path().join("db")).unwrap();
+        conn.execute("INSERT INTO users(id, email, created_at) VALUES (1, 'a@x.io', 0)", ()).unwrap();
         // 59.999 s and 60.000 s: one batch, two minutes, two ledger rows.
         commit(&conn, &[charge("a", 1, 5, 59_999), charge("b", 1, 6, 60_000)]).unwrap();
         let rows: Vec<(i64, i64)> = conn
             .prepare("SELECT amount, created_at FROM ledger ORDER BY id")
             .unwrap()
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .query_map((), |r| Ok((r.get(0)?, r.get(1)?)))
             .unwrap()
             .map(Result::unwrap)
             .collect();
@@ -718,7 +718,7 @@ mod tests {
         std::thread::sleep(Duration::from_millis(100));
         assert_eq!(seen.load(Ordering::SeqCst), 1);
         let other = super::super::open(&path).unwrap();
-        other.execute("INSERT INTO users(email, created_at) VALUES ('a@b.c', 0)", []).unwrap();
+        other.execute("INSERT INTO users(email, created_at) VALUES ('a@b.c', 0)", ()).unwrap();
         assert_eq!(wait_for(2), 2);
     }
 }

@@ -8,6 +8,8 @@ pub mod fake_stripe;
 pub mod services;
 
 use codex_proxy::fake_upstream::{FakeOptions, FakeUpstream};
+pub use codex_proxy::storage::PgTarget;
+pub use codex_proxy::storage::{Connection, Database};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -176,15 +178,16 @@ impl Gateway {
         create_key(&self.conf, email)
     }
 
-    pub fn db(&self) -> rusqlite::Connection {
-        rusqlite::Connection::open(self.data_dir().join("codex-proxy.db")).expect("open db")
+    /// The gateway's database, on whichever backend its conf names.
+    pub fn db(&self) -> Connection {
+        codex_proxy::storage::open(database_of(&self.conf)).expect("open db")
     }
 
     /// Waits until `sql` (a count query) returns at least `n`.
     pub fn wait_count(&self, sql: &str, n: i64) -> i64 {
         let deadline = Instant::now() + Duration::from_secs(5);
         loop {
-            let got: i64 = self.db().query_row(sql, [], |r| r.get(0)).unwrap_or(0);
+            let got: i64 = self.db().query_row(sql, (), |r| r.get(0)).unwrap_or(0);
             if got >= n || Instant::now() > deadline {
                 return got;
             }
@@ -267,25 +270,119 @@ impl Gateway {
 
 impl Drop for Gateway {
     fn drop(&mut self) {
+        if std::thread::panicking() {
+            let log = self.stderr_text();
+            let tail: Vec<&str> = log.lines().rev().take(30).collect();
+            eprintln!(
+                "--- the gateway's last log lines ---\n{}",
+                tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+            );
+        }
         if let Some(mut child) = self.child.take() {
             let _ = child.kill();
             let _ = child.wait();
+        }
+        if let Ok(name) = std::fs::read_to_string(self.dir.path().join("pg-database")) {
+            drop_pg_database(name.trim());
         }
     }
 }
 
 pub fn write_conf(dir: &Path, yaml: &str) -> PathBuf {
     let data = dir.join("data");
+    let mut storage = format!("storage:\n  data_dir: {}", data.display());
+    if pg_server().is_some() && !yaml.contains("backend:") && !yaml.contains("database:") {
+        // A conf written again in the same directory keeps its database.
+        let url = match std::fs::read_to_string(dir.join("codex-proxy.yaml")) {
+            Ok(old) => old.lines().find_map(|l| l.trim().strip_prefix("url: postgres").map(|u| format!("postgres{u}"))),
+            Err(_) => None,
+        };
+        let url = url.unwrap_or_else(|| {
+            let url = fresh_pg_database();
+            // The gateway that runs on it drops it when done (see `Drop`).
+            let name = url.rsplit('/').next().and_then(|t| t.split('?').next()).unwrap_or("");
+            std::fs::write(dir.join("pg-database"), name).expect("write the database marker");
+            url
+        });
+        storage.push_str(&format!("\n  backend: postgres\n  url: {url}"));
+    }
     let full = if yaml.contains("data_dir:") {
         yaml.to_string()
     } else if yaml.contains("storage:") {
-        yaml.replacen("storage:", &format!("storage:\n  data_dir: {}", data.display()), 1)
+        yaml.replacen("storage:", &storage, 1)
     } else {
-        format!("{yaml}\nstorage:\n  data_dir: {}\n", data.display())
+        format!("{yaml}\n{storage}\n")
     };
     let path = dir.join("codex-proxy.yaml");
     std::fs::write(&path, full).expect("write conf");
     path
+}
+
+/// The PostgreSQL server the suite runs on instead of SQLite files, when
+/// `scripts/test` names one in `CODEX_PROXY_TEST_PG` (the URL of a database
+/// from which the tests create their own).
+pub fn pg_server() -> Option<String> {
+    std::env::var("CODEX_PROXY_TEST_PG").ok().filter(|s| !s.trim().is_empty())
+}
+
+/// Whether this run stores in PostgreSQL (see [`pg_server`]).
+pub fn on_postgres() -> bool {
+    pg_server().is_some()
+}
+
+/// A new empty database on the test server; its URL.
+pub fn fresh_pg_database() -> String {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let server = pg_server().expect("CODEX_PROXY_TEST_PG");
+    let name = format!("t{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
+    // Off the caller's thread: the client cannot start inside a tokio runtime.
+    let create = format!("CREATE DATABASE {name}");
+    let admin_url = server.clone();
+    std::thread::spawn(move || {
+        let mut admin = postgres::Client::connect(&admin_url, postgres::NoTls).expect("connect to the test PostgreSQL");
+        admin.batch_execute(&create).expect("create a test database");
+    })
+    .join()
+    .expect("creating a test database");
+    with_dbname(&server, &name)
+}
+
+/// Drops a database [`fresh_pg_database`] made (each holds a few MB of
+/// catalogs; a run makes hundreds).
+pub fn drop_pg_database(name: &str) {
+    let (Some(server), false) = (pg_server(), name.is_empty()) else { return };
+    let drop = format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)");
+    let _ = std::thread::spawn(move || {
+        if let Ok(mut admin) = postgres::Client::connect(&server, postgres::NoTls) {
+            let _ = admin.batch_execute(&drop);
+        }
+    })
+    .join();
+}
+
+/// `url` naming database `name` instead.
+pub fn with_dbname(url: &str, name: &str) -> String {
+    let (scheme, rest) = url.split_once("://").expect("a URL");
+    let (authority, tail) = rest.split_once('/').unwrap_or((rest, ""));
+    let query = tail.split_once('?').map(|(_, q)| format!("?{q}")).unwrap_or_default();
+    format!("{scheme}://{authority}/{name}{query}")
+}
+
+/// The database a conf written by [`write_conf`] stores in.
+pub fn database_of(conf: &Path) -> Database {
+    let text = std::fs::read_to_string(conf).expect("read conf");
+    let value = |key: &str| {
+        text.lines().find_map(|l| l.trim().strip_prefix(key).map(|v| v.trim().trim_matches('"').to_string()))
+    };
+    let data_dir = PathBuf::from(value("data_dir:").expect("data_dir"));
+    match value("url:").filter(|u| u.starts_with("postgres")) {
+        Some(url) => Database::Postgres(PgTarget { url, password_env: "CODEX_PROXY_DB_PASSWORD".into(), data_dir }),
+        None => {
+            let file = value("database:").unwrap_or_else(|| "codex-proxy.db".into());
+            Database::Sqlite(data_dir.join(file))
+        }
+    }
 }
 
 pub fn cli(conf: &Path, args: &[&str]) -> Output {
