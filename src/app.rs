@@ -57,6 +57,10 @@ pub struct App {
     pub opening: Arc<AtomicUsize>,
 }
 
+/// How long a node rides out failing database writes before `/readyz` says
+/// so (see [`App::readiness`]).
+pub const WRITES_FAILING_GRACE_MS: i64 = 30_000;
+
 impl App {
     pub fn new(
         config: Arc<Config>,
@@ -132,14 +136,21 @@ impl App {
         }
     }
 
-    /// Whether the gateway can serve: the database writer's commits succeed
-    /// and at least one channel may take a request now. Otherwise, why not.
+    /// Whether the gateway can serve: the database writer is keeping up and
+    /// at least one channel may take a request now. Otherwise, why not.
+    ///
+    /// Failing commits alone do not make a node unready: requests go on
+    /// from memory and their records wait in the writer's queue (PostgreSQL
+    /// restarting, a failover). Past [`WRITES_FAILING_GRACE_MS`], or with
+    /// the queue half full, they do: a full queue would make requests wait.
     pub fn readiness(&self) -> Result<(), Vec<String>> {
         let mut reasons = Vec::new();
         let now = crate::clock::now_ms();
         if let Some(since) = self.writer.failing_since() {
-            let secs = (now - since) / 1000;
-            reasons.push(format!("database writes have been failing for {secs}s"));
+            let (secs, waiting) = ((now - since) / 1000, self.writer.queue_depth());
+            if now - since >= WRITES_FAILING_GRACE_MS || waiting >= self.writer.capacity() / 2 {
+                reasons.push(format!("database writes have been failing for {secs}s ({waiting} records waiting)"));
+            }
         }
         let up = self.channels.all().iter().any(|c| c.usable() && c.state.check(now).is_ok());
         if !up {

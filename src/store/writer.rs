@@ -194,6 +194,11 @@ impl Writer {
     }
 
     /// Since when (ms) commits have been failing, if they are.
+    /// Records the queue holds before senders wait.
+    pub fn capacity(&self) -> usize {
+        QUEUE
+    }
+
     pub fn failing_since(&self) -> Option<i64> {
         Some(self.stats.failing_since.load(Ordering::Relaxed)).filter(|&t| t != 0)
     }
