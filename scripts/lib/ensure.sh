@@ -53,3 +53,43 @@ ensure_venv() {
   fi
   VENV_PY="$venv/bin/python"
 }
+
+# PostgreSQL's server binaries (Debian keeps them out of PATH, in
+# /usr/lib/postgresql/VERSION/bin); installs the package when missing.
+pg_bindir() {
+  local d
+  for d in /usr/lib/postgresql/*/bin; do [ -x "$d/pg_ctl" ] && { echo "$d"; return 0; }; done
+  if command -v pg_ctl >/dev/null 2>&1; then dirname "$(command -v pg_ctl)"; return 0; fi
+  return 1
+}
+
+ensure_postgres() {
+  pg_bindir >/dev/null && return 0
+  echo "== installing postgresql (for the PostgreSQL backend's tests)" >&2
+  if [ -z "${_apt_updated:-}" ]; then as_root apt-get update -qq; _apt_updated=1; fi
+  DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq postgresql >/dev/null
+  pg_bindir >/dev/null
+}
+
+# A private PostgreSQL for the suite's second pass: a temporary directory, a
+# Unix socket only (no port), durability off (test data), stopped on exit.
+# PostgreSQL refuses to run as root, so under root it runs as `postgres`.
+start_test_postgres() {
+  local bin run=()
+  bin=$(pg_bindir)
+  PG_TEST_DIR=$(mktemp -d)
+  if [ "$(id -u)" = 0 ]; then chown postgres "$PG_TEST_DIR"; run=(runuser -u postgres --); fi
+  "${run[@]}" "$bin/initdb" -D "$PG_TEST_DIR/data" -A trust -U codex --no-sync -E UTF8 >/dev/null
+  "${run[@]}" "$bin/pg_ctl" -D "$PG_TEST_DIR/data" -l "$PG_TEST_DIR/log" -w -o \
+    "-k $PG_TEST_DIR -c listen_addresses='' -c fsync=off -c full_page_writes=off -c synchronous_commit=off -c max_connections=300" \
+    start >/dev/null
+  PG_TEST_RUN="${run[*]:-}"
+  export CODEX_PROXY_TEST_PG="postgres://codex@localhost/postgres?host=$PG_TEST_DIR"
+}
+
+stop_test_postgres() {
+  [ -n "${PG_TEST_DIR:-}" ] || return 0
+  $PG_TEST_RUN "$(pg_bindir)/pg_ctl" -D "$PG_TEST_DIR/data" -m immediate stop >/dev/null 2>&1 || true
+  rm -rf "$PG_TEST_DIR"
+  PG_TEST_DIR=
+}

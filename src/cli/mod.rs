@@ -100,6 +100,18 @@ pub enum Command {
         #[arg(long, default_value_t = 50)]
         limit: i64,
     },
+    /// Copy a single node's SQLite file into an empty PostgreSQL database
+    /// (stop the gateway first), checking every balance on both sides:
+    /// `migrate --from sqlite://data/codex-proxy.db --to postgres://codex@db/codex`.
+    Migrate {
+        #[arg(long)]
+        from: String,
+        #[arg(long)]
+        to: String,
+        /// The environment variable holding PostgreSQL's password.
+        #[arg(long, default_value = crate::config::PASSWORD_ENV)]
+        password_env: String,
+    },
     /// Database maintenance.
     Db {
         #[command(subcommand)]
@@ -163,6 +175,7 @@ pub fn main() -> ExitCode {
         Command::Channels { command } => load(&cli.config).and_then(|cfg| channels::channels(&cfg, command)),
         Command::Orders { command } => load(&cli.config).and_then(|cfg| orders::orders(&cfg, command)),
         Command::Audit { limit } => load(&cli.config).and_then(|cfg| accounts::audit(&cfg, limit)),
+        Command::Migrate { from, to, password_env } => migrate(&from, &to, password_env),
         Command::Db { command: DbCommand::Vacuum } => load(&cli.config).and_then(|cfg| vacuum(&cfg)),
     };
     match result {
@@ -204,6 +217,27 @@ fn reload(cfg: &Config) -> Result<(), String> {
         }
         _ => Err(format!("admin API answered {status}: {}", v["error"])),
     }
+}
+
+fn migrate(from: &str, to: &str, password_env: String) -> Result<(), String> {
+    let file = from.strip_prefix("sqlite://").ok_or("--from: must be sqlite://FILE")?;
+    if !std::path::Path::new(file).is_file() {
+        return Err(format!("--from: no SQLite file at {file}"));
+    }
+    crate::store::db::PgTarget::check_url(to).map_err(|e| format!("--to: {e}"))?;
+    let target = crate::store::db::PgTarget { url: to.to_string(), password_env, data_dir: ".".into() };
+    let source = crate::store::open(std::path::Path::new(file)).map_err(|e| e.to_string())?;
+    let dest = crate::store::open(crate::store::Database::Postgres(target)).map_err(|e| e.to_string())?;
+    let copied = crate::store::copy::copy(&source, &dest).map_err(|e| format!("migrate: {e}"))?;
+    for (table, n) in &copied.rows {
+        println!("{table:<22} {n:>10} rows");
+    }
+    println!(
+        "balances equal on both sides: {} users, {} credits in all",
+        copied.users_with_credits,
+        crate::config::units::format_credits(copied.credits)
+    );
+    Ok(())
 }
 
 fn vacuum(cfg: &Config) -> Result<(), String> {

@@ -11,6 +11,7 @@ pub mod units;
 mod validate;
 
 pub use model::*;
+pub use validate::PASSWORD_ENV;
 
 use std::path::Path;
 

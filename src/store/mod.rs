@@ -8,6 +8,7 @@ pub mod accounts;
 pub mod billing;
 pub mod channels;
 mod charges;
+pub mod copy;
 pub mod db;
 pub mod kinds;
 mod migrations;

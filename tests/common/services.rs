@@ -71,3 +71,112 @@ impl Drop for Redis {
         self.stop();
     }
 }
+
+/// A private PostgreSQL: `initdb` in a temporary directory, a Unix socket
+/// there (no port), durability off (test data). PostgreSQL refuses to run
+/// as root, so under root it runs as the `postgres` user Debian's package
+/// creates.
+pub struct Postgres {
+    pub dir: tempfile::TempDir,
+    bin: PathBuf,
+    running: bool,
+}
+
+impl Postgres {
+    /// Starts a new server (Debian's `postgresql` package; `scripts/test`
+    /// installs it).
+    pub fn start() -> Postgres {
+        let bin = pg_bindir();
+        let dir = tempfile::tempdir().expect("tempdir");
+        if unsafe { libc::geteuid() } == 0 {
+            let chown = Command::new("chown").arg("postgres").arg(dir.path()).status().expect("chown");
+            assert!(chown.success(), "chown postgres {}", dir.path().display());
+        }
+        let pg = Postgres { dir, bin, running: false };
+        let init = pg
+            .command("initdb")
+            .args(["-A", "trust", "-U", "codex", "--no-sync", "-E", "UTF8", "-D"])
+            .arg(pg.data())
+            .output()
+            .expect("initdb");
+        assert!(init.status.success(), "initdb: {}", String::from_utf8_lossy(&init.stderr));
+        let mut pg = pg;
+        pg.restart();
+        pg
+    }
+
+    fn data(&self) -> PathBuf {
+        self.dir.path().join("data")
+    }
+
+    fn command(&self, tool: &str) -> Command {
+        if unsafe { libc::geteuid() } == 0 {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(self.bin.join(tool));
+            c
+        } else {
+            Command::new(self.bin.join(tool))
+        }
+    }
+
+    /// `postgres://…` for a database on this server.
+    pub fn url(&self, db: &str) -> String {
+        format!("postgres://codex@localhost/{db}?host={}", self.dir.path().display())
+    }
+
+    /// A new empty database; its URL.
+    pub fn database(&self, name: &str) -> String {
+        let out = self.command("createdb").args(["-h"]).arg(self.dir.path()).args(["-U", "codex", name]).output();
+        let out = out.expect("createdb");
+        assert!(out.status.success(), "createdb: {}", String::from_utf8_lossy(&out.stderr));
+        self.url(name)
+    }
+
+    /// Starts the server (again), with what it had on disk.
+    pub fn restart(&mut self) {
+        assert!(!self.running, "postgres is running");
+        let opts = format!(
+            "-k {} -c listen_addresses='' -c fsync=off -c full_page_writes=off -c max_connections=100",
+            self.dir.path().display()
+        );
+        let out = self
+            .command("pg_ctl")
+            .arg("-D")
+            .arg(self.data())
+            .arg("-l")
+            .arg(self.dir.path().join("log"))
+            .args(["-w", "-o", &opts, "start"])
+            .output()
+            .expect("pg_ctl start");
+        assert!(out.status.success(), "pg_ctl start: {}", String::from_utf8_lossy(&out.stderr));
+        self.running = true;
+    }
+
+    /// Stops the server the quick way: connections are cut, as a crash or a
+    /// failover would cut them, but what was committed stays.
+    pub fn stop(&mut self) {
+        if !self.running {
+            return;
+        }
+        let _ = self.command("pg_ctl").arg("-D").arg(self.data()).args(["-m", "immediate", "stop"]).output();
+        self.running = false;
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// PostgreSQL's server binaries: where Debian keeps them, or on PATH.
+fn pg_bindir() -> PathBuf {
+    let debian = std::fs::read_dir("/usr/lib/postgresql").ok().into_iter().flatten().flatten();
+    if let Some(bin) = debian.map(|v| v.path().join("bin")).find(|b| b.join("pg_ctl").exists()) {
+        return bin;
+    }
+    let out = Command::new("sh").args(["-c", "command -v pg_ctl"]).output().expect("sh");
+    let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    assert!(!path.is_empty(), "PostgreSQL is not installed: scripts/test installs Debian's postgresql package");
+    PathBuf::from(path).parent().expect("a directory").to_path_buf()
+}

@@ -1,0 +1,148 @@
+//! The PostgreSQL backend where it differs from SQLite: moving a single
+//! node's file into PostgreSQL, and riding out PostgreSQL going away under
+//! load. Each test runs its own server (see `services::Postgres`); the rest
+//! of the suite runs on PostgreSQL in `scripts/test`'s second pass.
+
+mod common;
+
+use common::services::Postgres;
+use common::*;
+use serde_json::{json, Value};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+const BILLING: &str = "  default_concurrency: 100\n  max_reservation: 1000\n  default_max_output_tokens: 1000";
+const PLANS: &str = "  - {id: pro, daily_quota: 100, duration_days: 30}\n";
+
+/// `yaml` storing in `storage` (lines under `storage:`), whatever backend
+/// the suite runs on.
+fn on(yaml: &str, storage: &str) -> String {
+    yaml.replace("  flush_interval: 20ms", &format!("  flush_interval: 20ms\n{storage}"))
+}
+
+fn table_counts(db: &Connection) -> HashMap<String, i64> {
+    ["users", "api_keys", "usage", "ledger", "subscriptions", "redemption_codes", "usage_rollup", "admin_audit"]
+        .iter()
+        .map(|t| (t.to_string(), db.query_row(&format!("SELECT COUNT(*) FROM {t}"), (), |r| r.get(0)).unwrap()))
+        .collect()
+}
+
+fn balances(db: &Connection) -> HashMap<i64, i64> {
+    let mut stmt =
+        db.prepare("SELECT user_id, SUM(amount) FROM ledger WHERE account = 'credits' GROUP BY user_id").unwrap();
+    stmt.query_map((), |r| Ok((r.get(0)?, r.get(1)?))).unwrap().map(Result::unwrap).collect()
+}
+
+async fn balance(gw: &Gateway, key: &str) -> Value {
+    let (s, _, b) = get(gw, "/v1/account", key).await;
+    assert_eq!(s, 200, "{b}");
+    json(&b)["balance"].clone()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_single_node_moves_to_postgres_with_every_balance_equal() {
+    let fake = fake();
+    let pg = Postgres::start();
+    let url = pg.database("codex");
+
+    // A single node on its SQLite file, with traffic, a plan and a code.
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("data/codex-proxy.db");
+    let yaml = on(&billing_conf(&fake, BILLING, PLANS), &format!("  database: {}", file.display()));
+    let mut gw = Gateway::start_in(dir, &yaml, &[]);
+    let (_, a) = admin_user(&gw, "a@x.io", Some("10"), None).await;
+    let (_, b) = admin_user(&gw, "b@x.io", Some("2.5"), Some("pro")).await;
+    for key in [&a, &a, &b] {
+        assert_eq!(say_hi(&gw, key).await, 200);
+    }
+    let (s, body) = gw.admin("POST", "/admin/codes", Some(json!({"credits": "1", "count": 2}))).await;
+    assert_eq!((s, body.lines().count()), (200, 2), "{body}");
+    let (before_a, before_b) = (balance(&gw, &a).await, balance(&gw, &b).await);
+    gw.stop();
+    let sqlite = codex_proxy::storage::open(&file).unwrap();
+    let (counts, sums) = (table_counts(&sqlite), balances(&sqlite));
+    assert_eq!(counts["usage"], 3);
+
+    let out = gw.cli(&["migrate", "--from", &format!("sqlite://{}", file.display()), "--to", &url]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("balances equal on both sides: 2 users"), "{stdout}");
+
+    let target = PgTarget { url: url.clone(), password_env: "CODEX_PROXY_DB_PASSWORD".into(), data_dir: ".".into() };
+    let moved = codex_proxy::storage::open(Database::Postgres(target)).unwrap();
+    assert_eq!(table_counts(&moved), counts);
+    assert_eq!(balances(&moved), sums);
+
+    // A node on PostgreSQL takes over: same balances, and new rows follow
+    // the copied ids.
+    let yaml = on(&billing_conf(&fake, BILLING, PLANS), &format!("  backend: postgres\n  url: {url}"));
+    let node = Gateway::start(&yaml);
+    assert_eq!((balance(&node, &a).await, balance(&node, &b).await), (before_a, before_b));
+    assert_eq!(say_hi(&node, &a).await, 200);
+    let (id, _) = admin_user(&node, "c@x.io", Some("1"), None).await;
+    assert_eq!(id, 3);
+    node.wait_count("SELECT COUNT(*) FROM usage", 4);
+
+    // Copying again would mix two deployments: refused.
+    let again = gw.cli(&["migrate", "--from", &format!("sqlite://{}", file.display()), "--to", &url]);
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("already holds data"));
+}
+
+/// PostgreSQL goes away for a few seconds while requests keep coming: every
+/// request is served from memory, `/readyz` stays up (the outage is inside
+/// the grace), and once PostgreSQL is back every record is there exactly
+/// once and the ledger charged exactly what the usage rows cost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_postgres_restart_under_load_loses_and_double_counts_nothing() {
+    let fake = fake();
+    let mut pg = Postgres::start();
+    let url = pg.database("codex");
+    let yaml = on(&billing_conf(&fake, BILLING, PLANS), &format!("  backend: postgres\n  url: {url}"));
+    let gw = Gateway::start(&yaml);
+    let (user, key) = admin_user(&gw, "load@x.io", Some("100"), None).await;
+
+    let (mut ok, mut sent) = (0, 0);
+    let started = Instant::now();
+    let mut stopped_at = None;
+    let mut ready_while_down = Vec::new();
+    // Bounded: 120 requests or 20 s, whichever comes first.
+    while sent < 120 && started.elapsed() < Duration::from_secs(20) {
+        if sent == 30 {
+            pg.stop();
+            stopped_at = Some(Instant::now());
+        }
+        if sent == 90 {
+            pg.restart();
+        }
+        if stopped_at.is_some() && sent < 90 && sent % 20 == 0 {
+            ready_while_down.push(client().get(gw.url("/readyz")).send().await.unwrap().status().as_u16());
+        }
+        sent += 1;
+        if say_hi(&gw, &key).await == 200 {
+            ok += 1;
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    let down_for = stopped_at.unwrap().elapsed();
+    assert_eq!((sent, ok), (120, 120), "every request is served while PostgreSQL is away");
+    assert!(ready_while_down.iter().all(|s| *s == 200), "{ready_while_down:?}");
+    assert!(down_for > Duration::from_secs(1));
+
+    // Everything lands once PostgreSQL is back.
+    assert_eq!(gw.wait_count("SELECT COUNT(*) FROM usage WHERE status = 200", 120), 120);
+    let db = gw.db();
+    let (rows, distinct): (i64, i64) = db
+        .query_row("SELECT COUNT(*), COUNT(DISTINCT request_id) FROM usage", (), |r| Ok((r.get(0)?, r.get(1)?)))
+        .unwrap();
+    assert_eq!((rows, distinct), (120, 120));
+    let cost: i64 = db.query_row("SELECT SUM(cost) FROM usage WHERE user_id = ?1", [user], |r| r.get(0)).unwrap();
+    let charged: i64 = db
+        .query_row("SELECT -SUM(amount) FROM ledger WHERE user_id = ?1 AND kind = 'usage'", [user], |r| r.get(0))
+        .unwrap();
+    assert!(cost > 0);
+    assert_eq!(charged, cost, "the ledger charged exactly what the usage rows cost");
+    assert!(gw.stderr_text().contains("kept for retry"), "the outage was noticed and ridden out");
+    let r = client().get(gw.url("/readyz")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}
