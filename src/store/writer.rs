@@ -14,7 +14,7 @@
 
 use super::charges::Charges;
 use super::{data_version, SqlContext, StoreError};
-use crate::store::db::{params, Connection};
+use crate::store::db::{params, params_from_iter, Connection, ToSql, Value};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
@@ -418,16 +418,32 @@ fn commit(conn: &Connection, ops: &[WriteOp]) -> Result<Vec<Posted>, StoreError>
     let mut charges = Charges::of(ops);
     charges.insert(&tx)?;
     let mut posted = Vec::new();
+    let rows: Vec<(&UsageRecord, Option<i64>)> = ops
+        .iter()
+        .filter_map(|op| match op {
+            WriteOp::Usage(u) => Some((&**u, None)),
+            WriteOp::Charge(u, l) => Some((&**u, charges.ledger_id(l))),
+            _ => None,
+        })
+        .collect();
+    // A request id the database already had, or met twice in this batch, is
+    // neither inserted nor counted again: only its first row is new.
+    let mut new = insert_usage(&tx, &rows)?;
     for op in ops {
         match op {
             WriteOp::Usage(u) => {
-                insert_usage(&tx, u, None, &mut rollup)?;
+                if new.remove(u.request_id.as_str()) {
+                    rollup.add(u);
+                }
             }
             WriteOp::Charge(u, l) => {
                 let ledger_id = charges.ledger_id(l);
-                if !insert_usage(&tx, u, ledger_id, &mut rollup)? {
+                if !new.remove(u.request_id.as_str()) {
                     charges.drop_charge(l);
-                } else if let Some(ledger_id) = ledger_id {
+                    continue;
+                }
+                rollup.add(u);
+                if let Some(ledger_id) = ledger_id {
                     posted.push(Posted {
                         user_id: l.user_id,
                         request_id: l.reference.clone(),
@@ -462,54 +478,73 @@ fn commit(conn: &Connection, ops: &[WriteOp]) -> Result<Vec<Posted>, StoreError>
     Ok(posted)
 }
 
-/// Inserts a usage row and counts it in the batch's rollup. A row already
-/// there (same request id) is neither inserted nor counted twice: false.
-fn insert_usage<'a>(
+/// Rows per usage insert: a few fixed shapes, each prepared once per
+/// connection. Several rows per statement make a batch a few round trips on
+/// PostgreSQL instead of one per request.
+const USAGE_ROWS_PER_INSERT: [usize; 4] = [64, 16, 4, 1];
+
+const USAGE_COLUMNS: &str = "request_id, created_at, key_id, user_id, endpoint, model, channel, input_tokens,
+    cached_tokens, cache_write_tokens, output_tokens, reasoning_tokens, status, upstream_status, latency_ms,
+    ttfb_ms, stream, estimated, cost, billed_to, attempts, translation, ledger_id";
+const USAGE_WIDTH: usize = 23;
+
+/// Inserts the batch's usage rows; the request ids that were new.
+fn insert_usage(
     conn: &Connection,
-    u: &'a UsageRecord,
-    ledger_id: Option<i64>,
-    rollup: &mut super::usage::Rollup<'a>,
-) -> Result<bool, StoreError> {
-    let mut stmt = conn
-        .prepare_cached(
-            "INSERT OR IGNORE INTO usage(request_id, created_at, key_id, user_id, endpoint, model, channel,
-                input_tokens, cached_tokens, cache_write_tokens, output_tokens, reasoning_tokens,
-                status, upstream_status, latency_ms, ttfb_ms, stream, estimated, cost, billed_to, attempts, translation,
-                ledger_id)
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22, ?23)",
-        )
-        .ctx("preparing usage insert")?;
-    let inserted = stmt
-        .execute(params![
-            u.request_id,
-            u.created_at,
-            u.key_id,
-            u.user_id,
-            u.endpoint,
-            u.model,
-            u.channel,
-            u.input_tokens as i64,
-            u.cached_tokens as i64,
-            u.cache_write_tokens as i64,
-            u.output_tokens as i64,
-            u.reasoning_tokens as i64,
-            u.status,
-            u.upstream_status,
-            u.latency_ms as i64,
-            u.ttfb_ms.map(|v| v as i64),
-            u.stream,
-            u.estimated,
-            u.cost,
-            u.billed_to,
-            u.attempts,
-            u.translation,
-            ledger_id,
-        ])
-        .ctx("inserting usage")?;
-    if inserted == 1 {
-        rollup.add(u);
+    rows: &[(&UsageRecord, Option<i64>)],
+) -> Result<std::collections::HashSet<String>, StoreError> {
+    let mut new = std::collections::HashSet::new();
+    let mut rest = rows;
+    while !rest.is_empty() {
+        let n = USAGE_ROWS_PER_INSERT.into_iter().find(|&n| n <= rest.len()).unwrap_or(1);
+        let (chunk, tail) = rest.split_at(n);
+        let tuples: Vec<String> = (0..n)
+            .map(|r| {
+                let cols: Vec<String> = (1..=USAGE_WIDTH).map(|c| format!("?{}", r * USAGE_WIDTH + c)).collect();
+                format!("({})", cols.join(", "))
+            })
+            .collect();
+        let sql = format!(
+            "INSERT INTO usage({USAGE_COLUMNS}) VALUES {} ON CONFLICT(request_id) DO NOTHING RETURNING request_id",
+            tuples.join(", ")
+        );
+        let values = chunk.iter().flat_map(|(u, ledger_id)| usage_values(u, *ledger_id));
+        let mut stmt = conn.prepare_cached(&sql).ctx("preparing usage insert")?;
+        let mut inserted = stmt.query(params_from_iter(values)).ctx("inserting usage")?;
+        while let Some(r) = inserted.next().ctx("inserting usage")? {
+            new.insert(r.get::<_, String>(0).ctx("inserting usage")?);
+        }
+        rest = tail;
     }
-    Ok(inserted == 1)
+    Ok(new)
+}
+
+fn usage_values(u: &UsageRecord, ledger_id: Option<i64>) -> [Value; USAGE_WIDTH] {
+    [
+        u.request_id.to_value(),
+        u.created_at.to_value(),
+        u.key_id.to_value(),
+        u.user_id.to_value(),
+        u.endpoint.to_value(),
+        u.model.to_value(),
+        u.channel.to_value(),
+        u.input_tokens.to_value(),
+        u.cached_tokens.to_value(),
+        u.cache_write_tokens.to_value(),
+        u.output_tokens.to_value(),
+        u.reasoning_tokens.to_value(),
+        u.status.to_value(),
+        u.upstream_status.to_value(),
+        u.latency_ms.to_value(),
+        u.ttfb_ms.to_value(),
+        u.stream.to_value(),
+        u.estimated.to_value(),
+        u.cost.to_value(),
+        u.billed_to.to_value(),
+        u.attempts.to_value(),
+        u.translation.to_value(),
+        ledger_id.to_value(),
+    ]
 }
 
 fn insert_ledger(conn: &Connection, l: &LedgerEntry) -> Result<(), StoreError> {
@@ -620,6 +655,14 @@ mod tests {
         let costs: i64 = conn.query_row("SELECT SUM(cost) FROM usage", (), |r| r.get(0)).unwrap();
         let ledger: i64 = conn.query_row("SELECT -SUM(amount) FROM ledger", (), |r| r.get(0)).unwrap();
         assert_eq!((costs, ledger), ((100..110).sum::<i64>() + 7, (100..110).sum::<i64>() + 7));
+
+        // The same request id twice in one batch: its first row counts, once,
+        // in the usage rows, the ledger and the rollup.
+        commit(&conn, &[charge("r11", 2, 5, t + 30), charge("r11", 2, 5, t + 31)]).unwrap();
+        let one = |sql: &str| -> i64 { conn.query_row(sql, (), |r| r.get(0)).unwrap() };
+        assert_eq!(one("SELECT COUNT(*) FROM usage WHERE request_id = 'r11'"), 1);
+        assert_eq!(one("SELECT -SUM(amount) FROM ledger WHERE user_id = 2"), 101 + 103 + 105 + 107 + 109 + 5);
+        assert_eq!(one("SELECT SUM(requests) FROM usage_rollup WHERE user_id = 2"), 6);
     }
 
     /// The request ids of every usage row, in order.
