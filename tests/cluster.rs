@@ -176,9 +176,17 @@ async fn concurrency_holds_across_three_nodes() {
         let key = key.clone();
         async move { c.burst(15, &key, &meter(100)).await }
     };
+    // Asked of node 3 while the admitted requests hold their slots (1.5 s),
+    // once all four are admitted (under load that takes a moment).
     let account = async {
-        tokio::time::sleep(Duration::from_millis(700)).await;
-        json(&get(&c.nodes[2], "/v1/account", &key).await.2)
+        let started = Instant::now();
+        loop {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            let v = json(&get(&c.nodes[2], "/v1/account", &key).await.2);
+            if v["concurrency"]["in_use"] == 4 || started.elapsed() > Duration::from_millis(1200) {
+                return v;
+            }
+        }
     };
     let (statuses, account) = tokio::join!(burst, account);
     assert_eq!(account["concurrency"], json!({"limit": 4, "in_use": 4}), "every node's requests count");

@@ -81,7 +81,7 @@ start_test_postgres() {
   if [ "$(id -u)" = 0 ]; then chown postgres "$PG_TEST_DIR"; run=(runuser -u postgres --); fi
   "${run[@]}" "$bin/initdb" -D "$PG_TEST_DIR/data" -A trust -U codex --no-sync -E UTF8 >/dev/null
   "${run[@]}" "$bin/pg_ctl" -D "$PG_TEST_DIR/data" -l "$PG_TEST_DIR/log" -w -o \
-    "-k $PG_TEST_DIR -c listen_addresses='' -c fsync=off -c full_page_writes=off -c synchronous_commit=off -c max_connections=300" \
+    "-k $PG_TEST_DIR -c listen_addresses='' -c fsync=off -c full_page_writes=off -c synchronous_commit=off -c max_wal_size=256MB -c max_connections=300" \
     start >/dev/null
   PG_TEST_RUN="${run[*]:-}"
   export CODEX_PROXY_TEST_PG="postgres://codex@localhost/postgres?host=$PG_TEST_DIR"

@@ -119,17 +119,19 @@ channels:
     fn cluster_example_loads() {
         let text = include_str!("../../conf/cluster.example.yaml");
         let env = |n: &str| match n {
-            "CODEX_PROXY_NODE" => Some("node2".to_string()),
+            "CODEX_PROXY_DB_HOST" => Some("10.0.0.7".to_string()),
             "REDIS_PASSWORD" => Some("pw".to_string()),
             "CODEX_PROXY_ADMIN_TOKEN" => Some("0123456789abcdef0123".to_string()),
             _ => None,
         };
         let c = parse(text, Path::new("conf"), &env).unwrap();
-        assert_eq!(c.data_dir, Path::new("/var/lib/codex-proxy/node2"));
-        assert_eq!(c.database, Path::new("/var/lib/codex-proxy/shared.db").into());
+        assert_eq!(c.data_dir, Path::new("/var/lib/codex-proxy"));
+        let crate::store::Database::Postgres(pg) = &c.database else { panic!("{:?}", c.database) };
+        assert_eq!(pg.url, "postgres://codex@10.0.0.7:5432/codex");
+        assert_eq!(pg.password_env, "CODEX_PROXY_DB_PASSWORD");
         let cl = c.cluster.unwrap();
         assert_eq!((cl.nodes, cl.on_redis_down), (3, RedisDown::LocalLimits));
-        assert_eq!(cl.redis_url.expose(), "redis://:pw@127.0.0.1:6379/0");
+        assert_eq!(cl.redis_url.expose(), "redis://:pw@redis.internal:6379/0");
         assert_eq!(c.max_connections_per_ip, None);
     }
 
@@ -158,6 +160,26 @@ channels:
         assert!(errs[1].starts_with("cluster.nodes: "), "{errs:?}");
         assert!(errs[2].starts_with("cluster.lease_ttl: must be between 1s and 5m"), "{errs:?}");
         assert!(errs[3].starts_with("storage.redis_url: must start with"), "{errs:?}");
+    }
+
+    #[test]
+    fn storage_backends_are_checked() {
+        let c =
+            parse_str(&format!("{MINIMAL}storage:\n  backend: postgres\n  url: postgres://codex@db/codex\n")).unwrap();
+        let crate::store::Database::Postgres(pg) = &c.database else { panic!("{:?}", c.database) };
+        assert_eq!((pg.url.as_str(), pg.password_env.as_str()), ("postgres://codex@db/codex", PASSWORD_ENV));
+        let errs = errors_of(&format!("{MINIMAL}storage:\n  backend: mysql\n"));
+        assert!(errs[0].starts_with("storage.backend: \"mysql\" is not sqlite or postgres"), "{errs:?}");
+        let errs = errors_of(&format!("{MINIMAL}storage:\n  backend: postgres\n  database: x.db\n"));
+        assert!(errs[0].starts_with("storage.database: is the SQLite file"), "{errs:?}");
+        assert!(errs[1].starts_with("storage.url: is required"), "{errs:?}");
+        let errs = errors_of(&format!(
+            "{MINIMAL}storage:\n  backend: postgres\n  url: postgres://codex:secret@db/codex\n  password_env: \"a b\"\n"
+        ));
+        assert!(errs[0].starts_with("storage.url: must not hold the password"), "{errs:?}");
+        assert!(errs[1].starts_with("storage.password_env: must be"), "{errs:?}");
+        let errs = errors_of(&format!("{MINIMAL}storage:\n  url: postgres://codex@db/codex\n"));
+        assert!(errs[0].starts_with("storage.url: is for backend: postgres"), "{errs:?}");
     }
 
     #[test]

@@ -337,7 +337,7 @@ pub fn fresh_pg_database() -> String {
     let server = pg_server().expect("CODEX_PROXY_TEST_PG");
     let name = format!("t{}_{}", std::process::id(), NEXT.fetch_add(1, Ordering::Relaxed));
     // Off the caller's thread: the client cannot start inside a tokio runtime.
-    let create = format!("CREATE DATABASE {name}");
+    let create = format!("CREATE DATABASE {name} STRATEGY FILE_COPY");
     let admin_url = server.clone();
     std::thread::spawn(move || {
         let mut admin = postgres::Client::connect(&admin_url, postgres::NoTls).expect("connect to the test PostgreSQL");
