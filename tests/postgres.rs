@@ -146,3 +146,34 @@ async fn a_postgres_restart_under_load_loses_and_double_counts_nothing() {
     let r = client().get(gw.url("/readyz")).send().await.unwrap();
     assert_eq!(r.status(), 200);
 }
+
+/// Ledger ids grow in commit order, which a node's reading of other nodes'
+/// entries relies on (it reads past the last id it saw). PostgreSQL's
+/// sequences alone do not promise that: a transaction holding id N may
+/// commit after one holding N + 1. The ledger's trigger takes the id under a
+/// lock held to the commit, so a second writer waits for the first.
+#[test]
+fn ledger_ids_are_taken_in_commit_order() {
+    let pg = Postgres::start();
+    let target =
+        PgTarget { url: pg.database("codex"), password_env: "CODEX_PROXY_DB_PASSWORD".into(), data_dir: ".".into() };
+    let db = Database::Postgres(target);
+    let a = codex_proxy::storage::open(&db).unwrap();
+    a.execute("INSERT INTO users(email, created_at) VALUES ('l@x.io', 0)", ()).unwrap();
+    let insert = "INSERT INTO ledger(user_id, amount, kind, origin, created_at) VALUES (1, 1, 'grant', 'test', 0)";
+
+    let tx = a.unchecked_transaction().unwrap();
+    let first = tx.insert(insert, ()).unwrap();
+    let (db2, started) = (db.clone(), Instant::now());
+    let second = std::thread::spawn(move || {
+        let b = codex_proxy::storage::open(&db2).unwrap();
+        let id = b.insert(insert, ()).unwrap();
+        (id, started.elapsed())
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(!second.is_finished(), "a second ledger writer waits for the first to commit");
+    tx.commit().unwrap();
+    let (second, waited) = second.join().unwrap();
+    assert!(second > first, "ids follow commit order: {first} then {second}");
+    assert!(waited >= Duration::from_millis(300));
+}
