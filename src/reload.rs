@@ -216,7 +216,7 @@ fn keep_restart_only(running: &Config, next: &mut Config) -> Vec<&'static str> {
     pin!("server.max_connections_per_ip", max_connections_per_ip);
     pin!("server.header_timeout", header_timeout);
     pin!("storage.data_dir", data_dir);
-    pin!("storage.database", database);
+    pin!("storage.backend, database and url", database);
     pin!("storage.flush_interval", flush_interval);
     pin!("storage.usage_retention", usage_retention);
     pin!("storage.redis_url and cluster.*", cluster);
@@ -276,7 +276,7 @@ mod tests {
         );
         let changed = keep_restart_only(&running, &mut next);
         // The database and the access log live in the data directory.
-        let paths = ["storage.data_dir", "storage.database", "access_log.path"];
+        let paths = ["storage.data_dir", "storage.backend, database and url", "access_log.path"];
         assert_eq!(changed, [&["server.listen", "server.threads"][..], &paths].concat());
         assert_eq!(next.threads, 2);
         assert_eq!(next.data_dir, Path::new("/tmp/a"));
