@@ -115,9 +115,24 @@ fn open_file(path: &std::path::Path) -> Result<rusqlite::Connection, StoreError>
         conn.pragma_update(None, "foreign_keys", "ON")?;
         Ok(())
     };
-    setup().map_err(fail)?;
+    // Switching a file to WAL, or opening one another process is recovering,
+    // can be refused as busy without waiting on busy_timeout: nodes that
+    // start together on one file would then fail at once. They wait here.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        match setup() {
+            Ok(()) => break,
+            Err(e) if busy(&e) && std::time::Instant::now() < deadline => std::thread::sleep(Duration::from_millis(25)),
+            Err(e) => return Err(fail(e)),
+        }
+    }
     migrations::migrate(&conn, path)?;
     Ok(conn)
+}
+
+fn busy(e: &rusqlite::Error) -> bool {
+    use rusqlite::ErrorCode::{DatabaseBusy, DatabaseLocked};
+    matches!(e, rusqlite::Error::SqliteFailure(f, _) if matches!(f.code, DatabaseBusy | DatabaseLocked))
 }
 
 /// Changes whenever *another* connection commits (see
@@ -142,6 +157,25 @@ mod tests {
         drop(conn);
         // Re-opening is a no-op migration.
         open(&path).unwrap();
+    }
+
+    /// Nodes started together on a new file: switching it to WAL must not
+    /// fail one of them as busy.
+    #[test]
+    fn connections_opening_a_new_file_together_all_succeed() {
+        for _ in 0..10 {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("db.sqlite");
+            let opening: Vec<_> = (0..8)
+                .map(|_| {
+                    let p = path.clone();
+                    std::thread::spawn(move || open(&p).map(drop))
+                })
+                .collect();
+            for o in opening {
+                o.join().unwrap().unwrap();
+            }
+        }
     }
 
     #[test]
