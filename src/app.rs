@@ -57,10 +57,6 @@ pub struct App {
     pub opening: Arc<AtomicUsize>,
 }
 
-/// How long a node rides out failing database writes before `/readyz` says
-/// so (see [`App::readiness`]).
-pub const WRITES_FAILING_GRACE_MS: i64 = 30_000;
-
 impl App {
     pub fn new(
         config: Arc<Config>,
@@ -141,14 +137,15 @@ impl App {
     ///
     /// Failing commits alone do not make a node unready: requests go on
     /// from memory and their records wait in the writer's queue (PostgreSQL
-    /// restarting, a failover). Past [`WRITES_FAILING_GRACE_MS`], or with
+    /// restarting, a failover). Past `storage.write_failure_grace`, or with
     /// the queue half full, they do: a full queue would make requests wait.
     pub fn readiness(&self) -> Result<(), Vec<String>> {
         let mut reasons = Vec::new();
         let now = crate::clock::now_ms();
         if let Some(since) = self.writer.failing_since() {
-            let (secs, waiting) = ((now - since) / 1000, self.writer.queue_depth());
-            if now - since >= WRITES_FAILING_GRACE_MS || waiting >= self.writer.capacity() / 2 {
+            let (secs, waiting) = ((now - since) / 1000, self.writer.waiting());
+            let grace = self.config.write_failure_grace.as_millis() as i64;
+            if now - since >= grace || waiting >= self.writer.capacity() / 2 {
                 reasons.push(format!("database writes have been failing for {secs}s ({waiting} records waiting)"));
             }
         }

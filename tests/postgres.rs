@@ -177,3 +177,50 @@ fn ledger_ids_are_taken_in_commit_order() {
     assert!(second > first, "ids follow commit order: {first} then {second}");
     assert!(waited >= Duration::from_millis(300));
 }
+
+/// Past `storage.write_failure_grace`, a node whose writes keep failing says
+/// so on `/readyz` (a load balancer then drains it), and is ready again once
+/// PostgreSQL is back and the waiting record is in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn readyz_fails_once_writes_have_failed_past_the_grace() {
+    let fake = fake();
+    let mut pg = Postgres::start();
+    let url = pg.database("codex");
+    let storage = format!("  backend: postgres\n  url: {url}\n  write_failure_grace: 1s");
+    let gw = Gateway::start(&on(&billing_conf(&fake, BILLING, PLANS), &storage));
+    let (_, key) = admin_user(&gw, "r@x.io", Some("10"), None).await;
+    let readyz = || async {
+        let r = client().get(gw.url("/readyz")).send().await.unwrap();
+        (r.status().as_u16(), r.text().await.unwrap())
+    };
+    // Ready until the first second of failing writes is over; then not.
+    let until = |want: u16| async move {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let (status, body) = readyz().await;
+            if status == want || Instant::now() > deadline {
+                return (status, body, Instant::now());
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+
+    pg.stop();
+    let stopped = Instant::now();
+    assert_eq!(say_hi(&gw, &key).await, 200, "served from memory");
+    assert_eq!(readyz().await.0, 200, "inside the grace");
+    let (status, body, at) = until(503).await;
+    assert_eq!(status, 503, "{body}");
+    assert!(at - stopped >= Duration::from_secs(1), "not before the grace is over");
+    let reasons = json(&body)["reasons"].to_string();
+    // The chat's usage record and its key's last use wait in the batch.
+    assert!(
+        reasons.contains("database writes have been failing") && reasons.contains("(2 records waiting)"),
+        "{reasons}"
+    );
+
+    pg.restart();
+    let (status, body, _) = until(200).await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(gw.wait_count("SELECT COUNT(*) FROM usage", 1), 1);
+}

@@ -102,6 +102,9 @@ pub struct StorageSection {
     /// Per-request usage rows older than this are deleted (their totals stay
     /// in the rollups); `off` or absent keeps them.
     pub usage_retention: Option<String>,
+    /// How long failing database writes are ridden out from memory before
+    /// `/readyz` fails (a PostgreSQL restart or failover).
+    pub write_failure_grace: Option<Dur>,
     /// Redis shared by the nodes of a cluster (`redis://…` or `unix://…`);
     /// absent or empty: one node, limits in memory.
     pub redis_url: Option<String>,

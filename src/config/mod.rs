@@ -178,6 +178,9 @@ channels:
         ));
         assert!(errs[0].starts_with("storage.url: must not hold the password"), "{errs:?}");
         assert!(errs[1].starts_with("storage.password_env: must be"), "{errs:?}");
+        assert_eq!(parse_str(MINIMAL).unwrap().write_failure_grace, Duration::from_secs(30));
+        let errs = errors_of(&format!("{MINIMAL}storage:\n  write_failure_grace: 20m\n"));
+        assert!(errs[0].starts_with("storage.write_failure_grace: must be between 1s and 10m"), "{errs:?}");
         let errs = errors_of(&format!("{MINIMAL}storage:\n  url: postgres://codex@db/codex\n"));
         assert!(errs[0].starts_with("storage.url: is for backend: postgres"), "{errs:?}");
     }

@@ -80,6 +80,8 @@ pub struct Config {
     pub flush_interval: Duration,
     /// How long per-request usage rows are kept (`None`: forever).
     pub usage_retention: Option<Duration>,
+    /// How long failing database writes leave `/readyz` up.
+    pub write_failure_grace: Duration,
     pub access_log: Option<PathBuf>,
     pub admin: AdminConfig,
     pub demo: DemoMode,

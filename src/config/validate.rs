@@ -100,6 +100,7 @@ pub fn validate(file: FileConfig, conf_dir: &Path) -> Result<Config, ConfigError
         database: storage.database,
         flush_interval: storage.flush_interval,
         usage_retention: storage.usage_retention,
+        write_failure_grace: storage.write_failure_grace,
         access_log: storage.access_log,
         admin,
         demo,
@@ -190,6 +191,7 @@ struct Storage {
     database: Database,
     flush_interval: Duration,
     usage_retention: Option<Duration>,
+    write_failure_grace: Duration,
     access_log: Option<PathBuf>,
 }
 
@@ -222,7 +224,11 @@ fn storage(c: &mut Check, file: &FileConfig) -> Storage {
             }
         },
     };
-    Storage { data_dir, database, flush_interval, usage_retention, access_log }
+    let write_failure_grace = file.storage.write_failure_grace.map_or(Duration::from_secs(30), |d| d.0);
+    if !(Duration::from_secs(1)..=Duration::from_secs(600)).contains(&write_failure_grace) {
+        c.err("storage.write_failure_grace", "must be between 1s and 10m");
+    }
+    Storage { data_dir, database, flush_interval, usage_retention, write_failure_grace, access_log }
 }
 
 /// The password variable PostgreSQL's password is read from by default.

@@ -117,6 +117,8 @@ pub enum WriteOp {
 pub struct WriterStats {
     /// When commits started failing (0: they succeed).
     failing_since: AtomicI64,
+    /// Records in the batch being retried (out of the queue, not yet in).
+    held: AtomicU64,
     /// Batches committed, and the time spent committing them (µs).
     commits: AtomicU64,
     commit_micros: AtomicU64,
@@ -212,6 +214,11 @@ impl Writer {
     /// Ops queued and not yet taken by the writer thread.
     pub fn queue_depth(&self) -> usize {
         self.tx.max_capacity() - self.tx.capacity()
+    }
+
+    /// Records not in the database yet: queued, or in a batch being retried.
+    pub fn waiting(&self) -> usize {
+        self.queue_depth() + self.stats.held.load(Ordering::Relaxed) as usize
     }
 
     /// Channel + thread in one step (CLI, tests).
@@ -313,6 +320,7 @@ fn run(
                 Ok(posted) => {
                     pending.clear();
                     stats.failing_since.store(0, Ordering::Relaxed);
+                    stats.held.store(0, Ordering::Relaxed);
                     if let (Some(f), false) = (hooks.on_posted.as_mut(), posted.is_empty()) {
                         f(posted);
                     }
@@ -320,6 +328,7 @@ fn run(
                 Err(e) if e.is_transient() => {
                     let now = crate::clock::now_ms();
                     let _ = stats.failing_since.compare_exchange(0, now, Ordering::Relaxed, Ordering::Relaxed);
+                    stats.held.store(pending.len() as u64, Ordering::Relaxed);
                     // Keep the batch and retry: the queue applies backpressure
                     // meanwhile, so nothing is dropped.
                     log::error!("database batch commit failed ({} ops kept for retry): {e}", pending.len());
