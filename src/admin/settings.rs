@@ -55,6 +55,7 @@ pub fn summary(c: &Config) -> Value {
             c.database.to_string()
         ],
         ["storage.flush_interval", secs(c.flush_interval)],
+        ["storage.write_failure_grace", secs(c.write_failure_grace)],
         [
             "storage.redis_url",
             c.cluster.as_ref().map_or("off (one node)".to_string(), |cl| redacted(cl.redis_url.expose()))

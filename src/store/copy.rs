@@ -8,7 +8,6 @@
 
 use super::db::{params_from_iter, Backend, Value};
 use super::{billing, Connection, SqlContext, StoreError};
-use std::collections::HashMap;
 
 /// The tables in the order a copy fills them (each after those it names).
 pub const TABLES: &[&str] = &[
@@ -149,18 +148,11 @@ fn insert(to: &Connection, table: &str, list: &str, width: usize, values: Vec<Va
 
 /// Identities and the ledger's sequence go on after the copied ids.
 fn restart_sequences(to: &Connection) -> Result<(), StoreError> {
-    let mut next: HashMap<&str, String> = IDENTITIES
-        .iter()
-        .map(|t| {
-            (
-                *t,
-                format!("SELECT setval(pg_get_serial_sequence('{t}', 'id'), COALESCE(MAX(id), 0) + 1, false) FROM {t}"),
-            )
-        })
-        .collect();
-    next.insert("ledger", "SELECT setval('ledger_id_seq', COALESCE(MAX(id), 0) + 1, false) FROM ledger".into());
-    for sql in next.values() {
-        to.query_row(sql, (), |r| r.get::<_, i64>(0)).ctx("restarting a sequence")?;
+    let identities = IDENTITIES.iter().map(|t| format!("pg_get_serial_sequence('{t}', 'id')"));
+    let sequences = identities.zip(IDENTITIES).chain([("'ledger_id_seq'".to_string(), &"ledger")]);
+    for (sequence, table) in sequences {
+        let sql = format!("SELECT setval({sequence}, COALESCE(MAX(id), 0) + 1, false) FROM {table}");
+        to.query_row(&sql, (), |r| r.get::<_, i64>(0)).ctx("restarting a sequence")?;
     }
     Ok(())
 }

@@ -123,9 +123,7 @@ impl PgConn {
     pub(super) fn query(&self, sql: &str, values: &[Value], in_tx: bool) -> Result<Vec<Row>> {
         self.with_client(in_tx, |c| {
             let st = self.statement(c, sql, values)?;
-            let params: Vec<Param> = values.iter().map(Param).collect();
-            let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-            let rows = c.query(&st, &refs)?;
+            let rows = with_params(values, |refs| c.query(&st, refs))?;
             rows.iter()
                 .map(|r| {
                     let values =
@@ -139,9 +137,7 @@ impl PgConn {
     pub(super) fn execute(&self, sql: &str, values: &[Value], in_tx: bool) -> Result<usize> {
         let n = self.with_client(in_tx, |c| {
             let st = self.statement(c, sql, values)?;
-            let params: Vec<Param> = values.iter().map(Param).collect();
-            let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
-            Ok(c.execute(&st, &refs)? as usize)
+            Ok(with_params(values, |refs| c.execute(&st, refs))? as usize)
         })?;
         if !in_tx {
             self.committed();
@@ -161,6 +157,13 @@ impl PgConn {
     }
 }
 
+/// Calls `f` with `values` as the client's parameters.
+fn with_params<T>(values: &[Value], f: impl FnOnce(&[&(dyn ToSql + Sync)]) -> T) -> T {
+    let params: Vec<Param> = values.iter().map(Param).collect();
+    let refs: Vec<&(dyn ToSql + Sync)> = params.iter().map(|p| p as &(dyn ToSql + Sync)).collect();
+    f(&refs)
+}
+
 /// Runs `f` here, or on a thread of its own when this one is inside a tokio
 /// runtime: the client drives its socket with a runtime of its own, which
 /// cannot start inside another (a test's, a background service's, a
@@ -169,7 +172,7 @@ fn off_runtime<T: Send>(f: impl FnOnce() -> Result<T> + Send) -> Result<T> {
     if tokio::runtime::Handle::try_current().is_err() {
         return f();
     }
-    std::thread::scope(|s| s.spawn(f).join().unwrap_or(Err(Error::Config("a database call panicked".into()))))
+    std::thread::scope(|s| s.spawn(f).join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
 }
 
 /// SQLite's dialect to PostgreSQL's, for the few places they differ in the
@@ -327,9 +330,7 @@ pub(super) fn is_transient(e: &postgres::Error) -> bool {
                 || matches!(c, "40001" | "40P01" | "25006")
         }
         // No SQLSTATE: I/O on the socket, or a failure to connect at all.
-        None => {
-            std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>()) || e.to_string().contains("connect")
-        }
+        None => std::error::Error::source(e).is_some_and(|s| s.is::<std::io::Error>()),
     }
 }
 
