@@ -159,16 +159,22 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Guarded<A> {
                 return None;
             }
         };
+        // Counted from the accept on: a shutdown waits for the first request
+        // of a connection still deciding between HTTP/1 and h2c too.
+        let head = Head::new(&self.opening);
         let peek_deadline = self.limits.header_timeout.unwrap_or(UNBOUNDED_PEEK);
         match self.is_h2(&mut stream, peek_deadline).await {
-            Some(true) => return self.inner.process_new(stream, shutdown).await,
+            Some(true) => {
+                // HTTP/2 streams count as requests in flight once they start.
+                head.mark_read();
+                return self.inner.process_new(stream, shutdown).await;
+            }
             Some(false) => {}
             None => {
                 self.metrics.connection_refused("header_timeout");
                 return None;
             }
         }
-        let head = Head::new(&self.opening);
         let work = HEAD.scope(head.clone(), self.inner.process_new(stream, shutdown));
         let Some(deadline) = self.limits.header_timeout else { return work.await };
         tokio::pin!(work);

@@ -40,12 +40,20 @@ async fn sigterm_lets_streams_finish_and_flushes() {
     fake.script(Behavior { chunk_delay_ms: 100, text: Some("a b c d e f g h i j".into()), ..Default::default() });
     let url = gw.url("/v1/chat/completions");
     let key = keys[0].clone();
+    // SIGTERM goes out once the first event has arrived, so the stream is
+    // under way however slowly this machine started it.
+    let (started, under_way) = tokio::sync::oneshot::channel();
     let stream = tokio::spawn(async move {
         let req = json!({"model": "gpt-4o-mini", "stream": true, "messages": [{"role": "user", "content": "x"}]});
-        let r = client().post(url).bearer_auth(key).json(&req).send().await.unwrap();
-        r.text().await.unwrap()
+        let mut r = client().post(url).bearer_auth(key).json(&req).send().await.unwrap();
+        let mut body = r.chunk().await.unwrap().expect("a first event").to_vec();
+        started.send(()).unwrap();
+        while let Some(chunk) = r.chunk().await.unwrap() {
+            body.extend_from_slice(&chunk);
+        }
+        String::from_utf8(body).unwrap()
     });
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    tokio::time::timeout(Duration::from_secs(10), under_way).await.expect("the stream starts").unwrap();
     let start = Instant::now();
     let status = tokio::task::spawn_blocking(move || {
         let st = gw.stop();
@@ -80,7 +88,9 @@ async fn a_connection_that_never_sends_holds_the_stop_briefly_and_one_in_transit
     let _idle = std::net::TcpStream::connect(gw.addr).unwrap();
     // A request whose head arrives just after SIGTERM.
     let mut late = std::net::TcpStream::connect(gw.addr).unwrap();
-    std::thread::sleep(Duration::from_millis(100));
+    // Time for the gateway to accept both: one still in the kernel's queue
+    // when the listener closes is reset, by any server.
+    std::thread::sleep(Duration::from_millis(500));
     let start = Instant::now();
     gw.signal(libc::SIGTERM);
     std::thread::sleep(Duration::from_millis(300));

@@ -37,9 +37,12 @@ impl ProxyHttp for Gateway {
     type CTX = RequestCtx;
 
     fn new_ctx(&self) -> RequestCtx {
+        // The request runs on the configuration current now, to its end. It
+        // counts as in flight before its connection stops counting as
+        // opening, so a shutdown never sees neither.
+        let ctx = RequestCtx::new(InFlight::new(self.live.current()));
         crate::connections::head_read();
-        // The request runs on the configuration current now, to its end.
-        RequestCtx::new(InFlight::new(self.live.current()))
+        ctx
     }
 
     /// Answers every request itself (`Ok(true)`): forwarding happens inside, through
