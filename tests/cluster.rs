@@ -3,11 +3,14 @@
 //! the others within a second, a node killed with its requests in flight frees
 //! their slots within the lease TTL, and a Redis outage follows the configured
 //! policy. Requests spread round robin over the nodes, as a load balancer's.
+//! Each node runs in a network namespace of its own where the machine allows
+//! it, so nothing but the database and Redis connects them.
 
 mod common;
 
 use codex_proxy::fake_upstream::{Behavior, FakeUsage};
 use common::browser::{operator_signed_in, signed_up, Browser};
+use common::netns::Netns;
 use common::services::Redis;
 use common::*;
 use serde_json::{json, Value};
@@ -22,6 +25,8 @@ const PLANS: &str = r#"
 
 struct Cluster {
     nodes: Vec<Gateway>,
+    /// A network namespace per node, where the machine allows it.
+    _namespaces: Option<Vec<Netns>>,
     redis: Redis,
     fake: codex_proxy::fake_upstream::FakeUpstream,
     db: Database,
@@ -60,8 +65,26 @@ fn cluster(n: usize, flush_interval: &str, cluster_yaml: &str) -> Cluster {
         "{yaml}\nconsole:\n  signup: open\n  throttle: {{sign_in_per_ip: 100, sign_in_per_account: 3, window: 1m}}\ncluster:\n  nodes: {n}\n{cluster_yaml}\n"
     );
     // One at a time: the first creates the schema.
-    let nodes = (0..n).map(|_| Gateway::start(&yaml)).collect();
-    Cluster { nodes, redis, fake, db, _shared: shared }
+    let namespaces = Netns::for_nodes(n);
+    let nodes: Vec<Gateway> = match &namespaces {
+        Some(all) => all
+            .iter()
+            .map(|ns| {
+                ns.serve_upstream(&fake);
+                Gateway::start_in_netns(&yaml, ns)
+            })
+            .collect(),
+        None => (0..n).map(|_| Gateway::start(&yaml)).collect(),
+    };
+    if namespaces.is_some() {
+        let netns = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/net")).expect("a network namespace");
+        let mut seen: Vec<_> = nodes.iter().map(|n| netns(&n.pid().to_string())).collect();
+        seen.push(netns("self"));
+        seen.sort();
+        seen.dedup();
+        assert_eq!(seen.len(), n + 1, "each node in a network namespace of its own");
+    }
+    Cluster { nodes, _namespaces: namespaces, redis, fake, db, _shared: shared }
 }
 
 impl Drop for Cluster {

@@ -5,6 +5,7 @@
 
 pub mod browser;
 pub mod fake_stripe;
+pub mod netns;
 pub mod services;
 
 use codex_proxy::fake_upstream::{FakeOptions, FakeUpstream};
@@ -108,6 +109,22 @@ impl Gateway {
 
     /// `start_in` with more `serve` arguments (`--upgrade`).
     pub fn start_with_args(dir: tempfile::TempDir, yaml: &str, env: &[(&str, &str)], args: &[&str]) -> Gateway {
+        Self::launch(dir, yaml, env, args, None)
+    }
+
+    /// Starts the binary inside a network namespace of its own; `addr` and
+    /// `admin` are then forwarders on the test's loopback.
+    pub fn start_in_netns(yaml: &str, ns: &netns::Netns) -> Gateway {
+        Self::launch(tempfile::tempdir().expect("tempdir"), yaml, &[], &[], Some(ns))
+    }
+
+    fn launch(
+        dir: tempfile::TempDir,
+        yaml: &str,
+        env: &[(&str, &str)],
+        args: &[&str],
+        ns: Option<&netns::Netns>,
+    ) -> Gateway {
         let conf = write_conf(dir.path(), yaml);
         let stderr = dir.path().join("stderr.log");
         let mut cmd = Command::new(BIN);
@@ -121,7 +138,11 @@ impl Gateway {
         for (k, v) in env {
             cmd.env(k, v);
         }
-        let mut child = cmd.spawn().expect("spawn codex-proxy");
+        let mut child = match ns {
+            Some(ns) => ns.spawn(cmd),
+            None => cmd.spawn(),
+        }
+        .expect("spawn codex-proxy");
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = mpsc::channel();
         std::thread::spawn(move || {
@@ -142,6 +163,10 @@ impl Gateway {
         };
         let addr = ready["listen"][0].as_str().expect("listen address").parse().expect("socket address");
         let admin = ready["admin"].as_str().map(|a| a.parse().expect("admin address"));
+        let (addr, admin) = match ns {
+            Some(ns) => (ns.forward(addr), admin.map(|a| ns.forward(a))),
+            None => (addr, admin),
+        };
         Gateway { child: Some(child), addr, admin, dir, conf, stderr }
     }
 
