@@ -499,20 +499,6 @@ async fn a_client_that_leaves_cancels_the_upstream_call_at_once() {
     assert_eq!(gw.access_log(2)[0]["error"], "client_disconnected");
 }
 
-/// A test CA and a leaf certificate for `localhost` signed by it (PEM).
-fn test_pki() -> (String, String, String) {
-    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
-    let ca_key = KeyPair::generate().unwrap();
-    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    ca.distinguished_name.push(DnType::CommonName, "codex-proxy test CA");
-    let ca_cert = ca.self_signed(&ca_key).unwrap();
-    let leaf_key = KeyPair::generate().unwrap();
-    let leaf =
-        CertificateParams::new(vec!["localhost".to_string()]).unwrap().signed_by(&leaf_key, &ca_cert, &ca_key).unwrap();
-    (ca_cert.pem(), leaf.pem(), leaf_key.serialize_pem())
-}
-
 #[tokio::test]
 async fn tls_upstreams_are_verified_against_the_system_roots_with_sni() {
     let (ca, cert, key) = test_pki();

@@ -43,12 +43,7 @@ fn cluster(n: usize, flush_interval: &str, cluster_yaml: &str) -> Cluster {
     let shared = tempfile::tempdir().unwrap();
     let (db, storage) = if on_postgres() {
         let url = fresh_pg_database();
-        let target = PgTarget {
-            url: url.clone(),
-            password_env: "CODEX_PROXY_DB_PASSWORD".into(),
-            data_dir: shared.path().into(),
-        };
-        (Database::Postgres(target), format!("backend: postgres\n  url: {url}"))
+        (Database::Postgres(pg_target(&url)), format!("backend: postgres\n  url: {url}"))
     } else {
         let file = shared.path().join("shared.db");
         (Database::Sqlite(file.clone()), format!("database: {}", file.display()))
@@ -523,4 +518,42 @@ async fn a_reload_on_one_node_reloads_every_node_within_a_second() {
         let (_, b) = node.admin("GET", "/admin/plans", None).await;
         assert!(b.contains("\"added\""), "{b}");
     }
+}
+
+/// Redis over TLS (`rediss://`): a node that trusts the server's CA
+/// (`storage.ca_file`) counts through it; one that trusts only the system's
+/// roots never talks to it unverified: Redis is down to it, and its log says
+/// why.
+#[tokio::test]
+async fn redis_over_tls_is_verified_against_the_ca_file() {
+    let fake = fake();
+    let (ca, cert, key) = test_pki();
+    let mut redis = Redis::start();
+    let url = redis.serve_tls(&cert, &key);
+    let ca_file = redis.dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca).unwrap();
+    let node = |ca: Option<&std::path::Path>| {
+        let storage = match ca {
+            Some(ca) => format!("  flush_interval: 20ms\n  redis_url: {url}\n  ca_file: {}", ca.display()),
+            None => format!("  flush_interval: 20ms\n  redis_url: {url}"),
+        };
+        let yaml = billing_conf(&fake, BILLING, PLANS).replace("  flush_interval: 20ms", &storage);
+        Gateway::start(&format!("{yaml}\ncluster:\n  nodes: 2\n  redis_timeout: 500ms\n"))
+    };
+
+    let trusting = node(Some(&ca_file));
+    let (_, key) = admin_user(&trusting, "tls@x.io", None, Some("four")).await;
+    assert_eq!(say_hi(&trusting, &key).await, 200);
+    wait_for(Duration::from_secs(5), || async { ready(&trusting).await.1["cluster"]["redis"] == "up" }).await;
+    let (s, b) = trusting.admin("GET", "/admin/config", None).await;
+    assert_eq!(s, 200);
+    assert_eq!(json(&b)["cluster"]["nodes"].as_array().map(Vec::len), Some(1), "its heartbeat went over TLS: {b}");
+    assert_ne!(redis.cli(&["DBSIZE"]), "0", "the node's counts are in Redis");
+
+    let untrusting = node(None);
+    let (_, key) = admin_user(&untrusting, "system-roots@x.io", None, Some("four")).await;
+    assert_eq!(say_hi(&untrusting, &key).await, 200, "served under its policy, local_limits");
+    wait_for(Duration::from_secs(5), || async { ready(&untrusting).await.1["cluster"]["redis"] == "down" }).await;
+    let log = untrusting.stderr_text();
+    assert!(log.contains("redis is unreachable") && log.contains("certificate"), "{log}");
 }

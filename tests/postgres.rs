@@ -68,8 +68,7 @@ async fn a_single_node_moves_to_postgres_with_every_balance_equal() {
     assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
     assert!(stdout.contains("balances equal on both sides: 2 users"), "{stdout}");
 
-    let target = PgTarget { url: url.clone(), password_env: "CODEX_PROXY_DB_PASSWORD".into(), data_dir: ".".into() };
-    let moved = codex_proxy::storage::open(Database::Postgres(target)).unwrap();
+    let moved = codex_proxy::storage::open(Database::Postgres(pg_target(&url))).unwrap();
     assert_eq!(table_counts(&moved), counts);
     assert_eq!(balances(&moved), sums);
 
@@ -155,9 +154,7 @@ async fn a_postgres_restart_under_load_loses_and_double_counts_nothing() {
 #[test]
 fn ledger_ids_are_taken_in_commit_order() {
     let pg = Postgres::start();
-    let target =
-        PgTarget { url: pg.database("codex"), password_env: "CODEX_PROXY_DB_PASSWORD".into(), data_dir: ".".into() };
-    let db = Database::Postgres(target);
+    let db = Database::Postgres(pg_target(&pg.database("codex")));
     let a = codex_proxy::storage::open(&db).unwrap();
     a.execute("INSERT INTO users(email, created_at) VALUES ('l@x.io', 0)", ()).unwrap();
     let insert = "INSERT INTO ledger(user_id, amount, kind, origin, created_at) VALUES (1, 1, 'grant', 'test', 0)";
@@ -223,4 +220,62 @@ async fn readyz_fails_once_writes_have_failed_past_the_grace() {
     let (status, body, _) = until(200).await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(gw.wait_count("SELECT COUNT(*) FROM usage", 1), 1);
+}
+
+/// PostgreSQL over TCP with TLS. A node that trusts the server's CA
+/// (`storage.ca_file`) runs with every one of its connections encrypted; a
+/// node that trusts only the system's roots refuses to start, and says what
+/// to set, rather than connect unverified.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_over_tls_is_verified_against_the_ca_file() {
+    let fake = fake();
+    let (ca, cert, key) = test_pki();
+    let mut pg = Postgres::start();
+    pg.serve_tls(&cert, &key);
+    pg.database("codex");
+    let url = format!("{}?sslmode=require", pg.tcp_url("codex"));
+    let yaml = on(&billing_conf(&fake, BILLING, PLANS), &format!("  backend: postgres\n  url: {url}"));
+
+    let untrusting = tempfile::tempdir().unwrap();
+    let conf = write_conf(untrusting.path(), &yaml);
+    let mut serve = std::process::Command::new(BIN)
+        .args(["serve", "-c"])
+        .arg(&conf)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while serve.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "a node that cannot verify PostgreSQL's certificate kept running");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let err = String::from_utf8_lossy(&serve.wait_with_output().unwrap().stderr).into_owned();
+    assert!(err.contains("certificate") && err.contains("storage.ca_file"), "{err}");
+
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = dir.path().join("ca.pem");
+    std::fs::write(&ca_file, ca).unwrap();
+    let gw = Gateway::start_in(
+        dir,
+        &yaml.replace("?sslmode=require", &format!("?sslmode=require\n  ca_file: {}", ca_file.display())),
+        &[],
+    );
+    let (_, key) = admin_user(&gw, "tls@x.io", Some("10"), None).await;
+    assert_eq!(say_hi(&gw, &key).await, 200);
+    assert_eq!(gw.wait_count("SELECT COUNT(*) FROM usage", 1), 1);
+    // Asked through the socket, which is not the node's: its connections
+    // are the TCP ones.
+    let db = codex_proxy::storage::open(Database::Postgres(pg_target(&pg.url("codex")))).unwrap();
+    let (encrypted, all): (i64, i64) = db
+        .query_row(
+            "SELECT COUNT(*) FILTER (WHERE s.ssl), COUNT(*) FROM pg_stat_ssl s JOIN pg_stat_activity a USING (pid) \
+             WHERE a.client_addr IS NOT NULL AND a.application_name LIKE 'codex-proxy%'",
+            (),
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
+        .unwrap();
+    println!("{encrypted} of the node's {all} connections to PostgreSQL are TLS");
+    assert!(all >= 2, "the writer and the change listener at least: {all}");
+    assert_eq!(encrypted, all);
 }

@@ -54,6 +54,7 @@ pub fn summary(c: &Config) -> Value {
             },
             c.database.to_string()
         ],
+        ["storage.ca_file", ca_file(c).map_or("the system's roots".to_string(), path)],
         ["storage.flush_interval", secs(c.flush_interval)],
         ["storage.write_failure_grace", secs(c.write_failure_grace)],
         [
@@ -169,6 +170,15 @@ pub fn summary(c: &Config) -> Value {
         "models": models,
         "packages": packages,
     })
+}
+
+/// The CA file TLS to PostgreSQL or Redis trusts (one setting serves both).
+fn ca_file(c: &Config) -> Option<&std::path::Path> {
+    let pg = match &c.database {
+        crate::store::Database::Postgres(t) => t.ca_file.as_deref(),
+        crate::store::Database::Sqlite(_) => None,
+    };
+    pg.or_else(|| c.cluster.as_ref().and_then(|cl| cl.ca_file.as_deref()))
 }
 
 #[cfg(test)]

@@ -111,6 +111,10 @@ pub enum Command {
         /// The environment variable holding PostgreSQL's password.
         #[arg(long, default_value = crate::config::PASSWORD_ENV)]
         password_env: String,
+        /// CA certificates (PEM) PostgreSQL's must chain to over TLS
+        /// (default: the system's roots).
+        #[arg(long)]
+        ca_file: Option<std::path::PathBuf>,
     },
     /// Database maintenance.
     Db {
@@ -175,7 +179,7 @@ pub fn main() -> ExitCode {
         Command::Channels { command } => load(&cli.config).and_then(|cfg| channels::channels(&cfg, command)),
         Command::Orders { command } => load(&cli.config).and_then(|cfg| orders::orders(&cfg, command)),
         Command::Audit { limit } => load(&cli.config).and_then(|cfg| accounts::audit(&cfg, limit)),
-        Command::Migrate { from, to, password_env } => migrate(&from, &to, password_env),
+        Command::Migrate { from, to, password_env, ca_file } => migrate(&from, &to, password_env, ca_file),
         Command::Db { command: DbCommand::Vacuum } => load(&cli.config).and_then(|cfg| vacuum(&cfg)),
     };
     match result {
@@ -219,13 +223,13 @@ fn reload(cfg: &Config) -> Result<(), String> {
     }
 }
 
-fn migrate(from: &str, to: &str, password_env: String) -> Result<(), String> {
+fn migrate(from: &str, to: &str, password_env: String, ca_file: Option<std::path::PathBuf>) -> Result<(), String> {
     let file = from.strip_prefix("sqlite://").ok_or("--from: must be sqlite://FILE")?;
     if !std::path::Path::new(file).is_file() {
         return Err(format!("--from: no SQLite file at {file}"));
     }
     crate::store::db::PgTarget::check_url(to).map_err(|e| format!("--to: {e}"))?;
-    let target = crate::store::db::PgTarget { url: to.to_string(), password_env, data_dir: ".".into() };
+    let target = crate::store::db::PgTarget { url: to.to_string(), password_env, data_dir: ".".into(), ca_file };
     let source = crate::store::open(std::path::Path::new(file)).map_err(|e| e.to_string())?;
     let dest = crate::store::open(crate::store::Database::Postgres(target)).map_err(|e| e.to_string())?;
     let copied = crate::store::copy::copy(&source, &dest).map_err(|e| format!("migrate: {e}"))?;

@@ -140,6 +140,22 @@ pub struct Cluster {
     on_peer_reload: once_cell::sync::OnceCell<OnPeerReload>,
 }
 
+/// The Redis client. Over `rediss://` the server's certificate must chain
+/// to `storage.ca_file`, or to the system's roots without one, and name the
+/// host.
+fn client(cfg: &ClusterConfig) -> Result<redis::Client, ClusterError> {
+    let url = cfg.redis_url.expose();
+    let client = match &cfg.ca_file {
+        Some(ca) => {
+            let root_cert = std::fs::read(ca).map_err(|e| ClusterError::Url(format!("{}: {e}", ca.display())))?;
+            let certs = redis::TlsCertificates { client_tls: None, root_cert: Some(root_cert) };
+            redis::Client::build_with_tls(url, certs)
+        }
+        None => redis::Client::open(url),
+    };
+    client.map_err(|e| ClusterError::Url(e.to_string()))
+}
+
 /// The connection to Redis and the runtime that drives it.
 struct Link {
     conn: ConnectionManager,
@@ -153,7 +169,7 @@ impl Cluster {
     }
 
     fn named(cfg: &ClusterConfig, instance: &str) -> Result<Arc<Cluster>, ClusterError> {
-        let client = redis::Client::open(cfg.redis_url.expose()).map_err(|e| ClusterError::Url(e.to_string()))?;
+        let client = client(cfg)?;
         let (ops, ops_rx) = tokio::sync::mpsc::unbounded_channel();
         Ok(Arc::new(Cluster {
             cfg: cfg.clone(),

@@ -62,6 +62,7 @@ fn node(server: &Server, instance: &str, lease_ttl: Duration) -> Arc<Cluster> {
         on_redis_down: RedisDown::FailClosed,
         lease_ttl,
         redis_timeout: Duration::from_secs(2),
+        ca_file: None,
     };
     let c = Cluster::named(&cfg, instance).unwrap();
     c.start().unwrap();

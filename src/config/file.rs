@@ -105,9 +105,12 @@ pub struct StorageSection {
     /// How long failing database writes are ridden out from memory before
     /// `/readyz` fails (a PostgreSQL restart or failover).
     pub write_failure_grace: Option<Dur>,
-    /// Redis shared by the nodes of a cluster (`redis://…` or `unix://…`);
-    /// absent or empty: one node, limits in memory.
+    /// Redis shared by the nodes of a cluster (`redis://…`, `rediss://…`
+    /// for TLS, or `unix://…`); absent or empty: one node, limits in memory.
     pub redis_url: Option<String>,
+    /// CA certificates (PEM) that PostgreSQL's and Redis's certificates must
+    /// chain to when TLS is used; absent: the system's roots.
+    pub ca_file: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

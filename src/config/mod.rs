@@ -186,6 +186,26 @@ channels:
     }
 
     #[test]
+    fn a_ca_file_is_read_at_load_and_only_where_tls_is_possible() {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, rcgen::generate_simple_self_signed(vec!["db".into()]).unwrap().cert.pem()).unwrap();
+        let pg = "storage:\n  backend: postgres\n  url: postgres://codex@db/codex?sslmode=require\n";
+        let text = format!("{MINIMAL}{pg}  redis_url: rediss://redis:6380\n  ca_file: ca.pem\n");
+        let c = parse(&text, dir.path(), &no_env).unwrap();
+        let crate::store::Database::Postgres(target) = &c.database else { panic!("{:?}", c.database) };
+        assert_eq!(target.ca_file.as_deref(), Some(ca.as_path()), "relative to the config file");
+        assert_eq!(c.cluster.unwrap().ca_file.as_deref(), Some(ca.as_path()));
+        // Plain Redis beside it: the CA is PostgreSQL's alone.
+        let text = format!("{MINIMAL}{pg}  redis_url: redis://redis:6379\n  ca_file: ca.pem\n");
+        assert_eq!(parse(&text, dir.path(), &no_env).unwrap().cluster.unwrap().ca_file, None);
+        let errs = errors_of(&format!("{MINIMAL}storage:\n  ca_file: {}\n", ca.display()));
+        assert!(errs[0].starts_with("storage.ca_file: is for TLS to PostgreSQL"), "{errs:?}");
+        let errs = errors_of(&format!("{MINIMAL}{pg}  ca_file: /nonexistent/ca.pem\n"));
+        assert!(errs[0].starts_with("storage.ca_file: cannot read /nonexistent/ca.pem"), "{errs:?}");
+    }
+
+    #[test]
     fn routing_keys_and_holds_are_checked() {
         let c = parse_str(&format!("{MINIMAL}routing:\n  affinity_keys: [session_id, \"header:X-Trace\"]\n")).unwrap();
         assert_eq!(c.routing.affinity_keys, vec![AffinityKey::SessionId, AffinityKey::Header("x-trace".into())]);

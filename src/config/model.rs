@@ -104,6 +104,9 @@ pub struct ClusterConfig {
     pub on_redis_down: RedisDown,
     pub lease_ttl: Duration,
     pub redis_timeout: Duration,
+    /// `storage.ca_file`, for a `rediss://` URL: the CA certificates Redis's
+    /// must chain to (`None`: the system's roots).
+    pub ca_file: Option<std::path::PathBuf>,
 }
 
 /// What admission does while Redis cannot be reached.

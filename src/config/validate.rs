@@ -69,7 +69,8 @@ fn resolve(dir: &Path, p: &str) -> PathBuf {
 pub fn validate(file: FileConfig, conf_dir: &Path) -> Result<Config, ConfigErrors> {
     let mut c = Check { errors: Vec::new() };
     let server = server(&mut c, &file.server, conf_dir);
-    let storage = storage(&mut c, &file);
+    let ca_file = ca_file(&mut c, &file.storage, conf_dir);
+    let storage = storage(&mut c, &file, ca_file.clone());
     let admin = admin(&mut c, &file.admin);
     let demo = demo(&mut c, file.demo_upstream.as_deref());
     let routing = routing(&mut c, &file.routing);
@@ -81,7 +82,7 @@ pub fn validate(file: FileConfig, conf_dir: &Path) -> Result<Config, ConfigError
     let plan_ids: HashSet<String> = plans.iter().map(|p| p.id.clone()).collect();
     let console = console(&mut c, &file.console);
     let payments = payments(&mut c, &file.payments, &plan_ids);
-    let cluster = cluster(&mut c, file.storage.redis_url.as_deref(), &file.cluster);
+    let cluster = cluster(&mut c, file.storage.redis_url.as_deref(), &file.cluster, ca_file);
     if !c.errors.is_empty() {
         return Err(ConfigErrors(c.errors));
     }
@@ -195,12 +196,12 @@ struct Storage {
     access_log: Option<PathBuf>,
 }
 
-fn storage(c: &mut Check, file: &FileConfig) -> Storage {
+fn storage(c: &mut Check, file: &FileConfig, ca_file: Option<PathBuf>) -> Storage {
     let data_dir = PathBuf::from(file.storage.data_dir.as_deref().unwrap_or("./data"));
     if data_dir.as_os_str().is_empty() {
         c.err("storage.data_dir", "must not be empty");
     }
-    let database = database(c, &file.storage, &data_dir);
+    let database = database(c, &file.storage, &data_dir, ca_file);
     let flush_interval = file.storage.flush_interval.map(|d| d.0).unwrap_or(Duration::from_millis(200));
     if flush_interval > Duration::from_secs(1) || flush_interval.is_zero() {
         c.err("storage.flush_interval", "must be between 1ms and 1s (it bounds what a crash can lose)");
@@ -234,7 +235,20 @@ fn storage(c: &mut Check, file: &FileConfig) -> Storage {
 /// The password variable PostgreSQL's password is read from by default.
 pub const PASSWORD_ENV: &str = "CODEX_PROXY_DB_PASSWORD";
 
-fn database(c: &mut Check, s: &StorageSection, data_dir: &Path) -> Database {
+/// `storage.ca_file`, read now so that a bad file is named at load.
+fn ca_file(c: &mut Check, s: &StorageSection, conf_dir: &Path) -> Option<PathBuf> {
+    let path = resolve(conf_dir, s.ca_file.as_deref().map(str::trim).filter(|p| !p.is_empty())?);
+    let redis_tls = s.redis_url.as_deref().is_some_and(|u| u.trim().starts_with("rediss://"));
+    if s.backend.as_deref() != Some("postgres") && !redis_tls {
+        c.err("storage.ca_file", "is for TLS to PostgreSQL (backend: postgres) or to Redis (rediss://)");
+    }
+    if let Err(e) = crate::store::db::tls::roots_from_file(&path) {
+        c.err("storage.ca_file", e);
+    }
+    Some(path)
+}
+
+fn database(c: &mut Check, s: &StorageSection, data_dir: &Path, ca_file: Option<PathBuf>) -> Database {
     let sqlite = || Database::Sqlite(resolve(data_dir, s.database.as_deref().unwrap_or("codex-proxy.db")));
     match s.backend.as_deref().unwrap_or("sqlite") {
         "sqlite" => {
@@ -257,7 +271,12 @@ fn database(c: &mut Check, s: &StorageSection, data_dir: &Path) -> Database {
             if password_env.is_empty() || !password_env.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_') {
                 c.err("storage.password_env", "must be an environment variable's name");
             }
-            Database::Postgres(PgTarget { url: url.to_string(), password_env, data_dir: data_dir.to_path_buf() })
+            Database::Postgres(PgTarget {
+                url: url.to_string(),
+                password_env,
+                data_dir: data_dir.to_path_buf(),
+                ca_file,
+            })
         }
         other => {
             c.err("storage.backend", format!("{other:?} is not sqlite or postgres"));
@@ -266,7 +285,7 @@ fn database(c: &mut Check, s: &StorageSection, data_dir: &Path) -> Database {
     }
 }
 
-fn cluster(c: &mut Check, url: Option<&str>, s: &ClusterSection) -> Option<ClusterConfig> {
+fn cluster(c: &mut Check, url: Option<&str>, s: &ClusterSection, ca_file: Option<PathBuf>) -> Option<ClusterConfig> {
     let url = url.map(str::trim).filter(|u| !u.is_empty());
     let on_redis_down = match s.on_redis_down.as_deref().unwrap_or("local_limits") {
         "local_limits" => RedisDown::LocalLimits,
@@ -289,7 +308,15 @@ fn cluster(c: &mut Check, url: Option<&str>, s: &ClusterSection) -> Option<Clust
     if !["redis://", "rediss://", "unix://", "redis+unix://"].iter().any(|p| url.starts_with(p)) {
         c.err("storage.redis_url", "must start with redis://, rediss:// or unix://");
     }
-    Some(ClusterConfig { redis_url: Secret::new(url.to_string()), nodes, on_redis_down, lease_ttl, redis_timeout })
+    let ca_file = ca_file.filter(|_| url.starts_with("rediss://"));
+    Some(ClusterConfig {
+        redis_url: Secret::new(url.to_string()),
+        nodes,
+        on_redis_down,
+        lease_ttl,
+        redis_timeout,
+        ca_file,
+    })
 }
 
 fn admin(c: &mut Check, a: &AdminSection) -> AdminConfig {

@@ -394,6 +394,11 @@ pub fn with_dbname(url: &str, name: &str) -> String {
     format!("{scheme}://{authority}/{name}{query}")
 }
 
+/// A PostgreSQL database, as the tests reach it (no TLS, no password).
+pub fn pg_target(url: &str) -> PgTarget {
+    PgTarget { url: url.into(), password_env: "CODEX_PROXY_DB_PASSWORD".into(), data_dir: ".".into(), ca_file: None }
+}
+
 /// The database a conf written by [`write_conf`] stores in.
 pub fn database_of(conf: &Path) -> Database {
     let text = std::fs::read_to_string(conf).expect("read conf");
@@ -402,7 +407,7 @@ pub fn database_of(conf: &Path) -> Database {
     };
     let data_dir = PathBuf::from(value("data_dir:").expect("data_dir"));
     match value("url:").filter(|u| u.starts_with("postgres")) {
-        Some(url) => Database::Postgres(PgTarget { url, password_env: "CODEX_PROXY_DB_PASSWORD".into(), data_dir }),
+        Some(url) => Database::Postgres(PgTarget { ca_file: value("ca_file:").map(PathBuf::from), ..pg_target(&url) }),
         None => {
             let file = value("database:").unwrap_or_else(|| "codex-proxy.db".into());
             Database::Sqlite(data_dir.join(file))
@@ -519,4 +524,18 @@ pub async fn post_and_hang_up(gw: &Gateway, path: &str, key: &str, body: &Value,
     }
     drop(s);
     String::from_utf8_lossy(&got).into_owned()
+}
+
+/// A test CA and a leaf certificate for `localhost` signed by it (PEM).
+pub fn test_pki() -> (String, String, String) {
+    use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+    ca.distinguished_name.push(DnType::CommonName, "codex-proxy test CA");
+    let ca_cert = ca.self_signed(&ca_key).unwrap();
+    let leaf_key = KeyPair::generate().unwrap();
+    let leaf =
+        CertificateParams::new(vec!["localhost".to_string()]).unwrap().signed_by(&leaf_key, &ca_cert, &ca_key).unwrap();
+    (ca_cert.pem(), leaf.pem(), leaf_key.serialize_pem())
 }

@@ -9,13 +9,15 @@ use std::time::{Duration, Instant};
 pub struct Redis {
     child: Option<Child>,
     pub dir: tempfile::TempDir,
+    /// Where it also serves TLS (`serve_tls`).
+    tls_port: Option<u16>,
 }
 
 impl Redis {
     /// Starts `redis-server` (Debian's package; `scripts/test` installs it).
     pub fn start() -> Redis {
         let dir = tempfile::tempdir().expect("tempdir");
-        let mut r = Redis { child: None, dir };
+        let mut r = Redis { child: None, dir, tls_port: None };
         r.restart();
         r
     }
@@ -28,16 +30,41 @@ impl Redis {
         format!("unix://{}", self.socket().display())
     }
 
+    /// Restarts the server serving TLS on 127.0.0.1 too, on a port the OS
+    /// picked, with `cert` and `key` (PEM); `rediss://localhost:PORT`.
+    pub fn serve_tls(&mut self, cert: &str, key: &str) -> String {
+        let port = free_port();
+        write_private(&self.dir.path().join("tls.crt"), cert);
+        write_private(&self.dir.path().join("tls.key"), key);
+        self.stop();
+        self.tls_port = Some(port);
+        self.restart();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "redis-server did not open port {port}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        format!("rediss://localhost:{port}")
+    }
+
     /// Starts the server again on the same socket (empty: it keeps nothing
     /// on disk, as a restarted cache would).
     pub fn restart(&mut self) {
         assert!(self.child.is_none(), "redis is running");
-        let child = Command::new("redis-server")
-            .args(["--port", "0", "--save", "", "--appendonly", "no", "--unixsocketperm", "700"])
+        let mut cmd = Command::new("redis-server");
+        cmd.args(["--port", "0", "--save", "", "--appendonly", "no", "--unixsocketperm", "700"])
             .arg("--unixsocket")
             .arg(self.socket())
             .arg("--dir")
-            .arg(self.dir.path())
+            .arg(self.dir.path());
+        if let Some(port) = self.tls_port {
+            cmd.args(["--tls-port", &port.to_string(), "--tls-auth-clients", "no"])
+                .arg("--tls-cert-file")
+                .arg(self.dir.path().join("tls.crt"))
+                .arg("--tls-key-file")
+                .arg(self.dir.path().join("tls.key"));
+        }
+        let child = cmd
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -80,6 +107,9 @@ pub struct Postgres {
     pub dir: tempfile::TempDir,
     bin: PathBuf,
     running: bool,
+    /// The TCP port it also serves TLS on (`serve_tls`); its socket's name
+    /// carries the port too.
+    tls_port: Option<u16>,
 }
 
 impl Postgres {
@@ -92,7 +122,7 @@ impl Postgres {
             let chown = Command::new("chown").arg("postgres").arg(dir.path()).status().expect("chown");
             assert!(chown.success(), "chown postgres {}", dir.path().display());
         }
-        let pg = Postgres { dir, bin, running: false };
+        let pg = Postgres { dir, bin, running: false, tls_port: None };
         let init = pg
             .command("initdb")
             .args(["-A", "trust", "-U", "codex", "--no-sync", "-E", "UTF8", "-D"])
@@ -119,14 +149,40 @@ impl Postgres {
         }
     }
 
-    /// `postgres://…` for a database on this server.
+    fn port(&self) -> u16 {
+        self.tls_port.unwrap_or(5432)
+    }
+
+    /// `postgres://…` for a database on this server, through its socket.
     pub fn url(&self, db: &str) -> String {
-        format!("postgres://codex@localhost/{db}?host={}", self.dir.path().display())
+        format!("postgres://codex@localhost:{}/{db}?host={}", self.port(), self.dir.path().display())
+    }
+
+    /// `postgres://…` for a database on this server, over TCP (`serve_tls`).
+    pub fn tcp_url(&self, db: &str) -> String {
+        format!("postgres://codex@localhost:{}/{db}", self.tls_port.expect("serving TCP"))
+    }
+
+    /// Restarts the server serving TLS on 127.0.0.1 too, on a port the OS
+    /// picked, with `cert` and `key` (PEM).
+    pub fn serve_tls(&mut self, cert: &str, key: &str) {
+        for (name, pem) in [("server.crt", cert), ("server.key", key)] {
+            let path = self.dir.path().join(name);
+            write_private(&path, pem);
+            if unsafe { libc::geteuid() } == 0 {
+                assert!(Command::new("chown").arg("postgres").arg(&path).status().expect("chown").success());
+            }
+        }
+        self.stop();
+        self.tls_port = Some(free_port());
+        self.restart();
     }
 
     /// A new empty database; its URL.
     pub fn database(&self, name: &str) -> String {
-        let out = self.command("createdb").args(["-h"]).arg(self.dir.path()).args(["-U", "codex", name]).output();
+        let mut createdb = self.command("createdb");
+        createdb.arg("-h").arg(self.dir.path()).args(["-p", &self.port().to_string(), "-U", "codex", name]);
+        let out = createdb.output();
         let out = out.expect("createdb");
         assert!(out.status.success(), "createdb: {}", String::from_utf8_lossy(&out.stderr));
         self.url(name)
@@ -135,10 +191,18 @@ impl Postgres {
     /// Starts the server (again), with what it had on disk.
     pub fn restart(&mut self) {
         assert!(!self.running, "postgres is running");
-        let opts = format!(
-            "-k {} -c listen_addresses='' -c fsync=off -c full_page_writes=off -c max_connections=100",
-            self.dir.path().display()
+        let mut opts = format!(
+            "-k {} -p {} -c fsync=off -c full_page_writes=off -c max_connections=100",
+            self.dir.path().display(),
+            self.port()
         );
+        match self.tls_port {
+            Some(_) => opts += &format!(
+                " -c listen_addresses=127.0.0.1 -c ssl=on -c ssl_cert_file={0}/server.crt -c ssl_key_file={0}/server.key",
+                self.dir.path().display()
+            ),
+            None => opts += " -c listen_addresses=''",
+        }
         let out = self
             .command("pg_ctl")
             .arg("-D")
@@ -179,4 +243,16 @@ fn pg_bindir() -> PathBuf {
     let path = String::from_utf8_lossy(&out.stdout).trim().to_string();
     assert!(!path.is_empty(), "PostgreSQL is not installed: scripts/test installs Debian's postgresql package");
     PathBuf::from(path).parent().expect("a directory").to_path_buf()
+}
+
+/// A port the OS picked on 127.0.0.1, free a moment ago.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("a free port").port()
+}
+
+/// Writes a file only its owner may read (servers refuse a readable key).
+fn write_private(path: &std::path::Path, text: &str) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).expect("write");
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
 }

@@ -60,10 +60,8 @@ fn spawn(target: PgTarget, count: Arc<AtomicI64>) {
 }
 
 fn listen(target: &PgTarget, count: &AtomicI64) -> Result<(), String> {
-    let mut config = target.config()?;
-    config.application_name(&format!("codex-proxy {} listener", crate::store::instance()));
-    config.connect_timeout(Duration::from_secs(5));
-    let mut client = config.connect(postgres::NoTls).map_err(|e| e.to_string())?;
+    let name = format!("codex-proxy {} listener", crate::store::instance());
+    let mut client = target.connect(&name).map_err(|e| e.to_string())?;
     client.batch_execute(&format!("LISTEN {CHANNEL}")).map_err(|e| e.to_string())?;
     // What changed between the last notification heard and now.
     count.fetch_add(1, Ordering::AcqRel);

@@ -15,6 +15,7 @@ mod changes;
 mod postgres;
 mod sqlite;
 mod target;
+pub mod tls;
 mod value;
 
 pub use target::{Database, PgTarget};

@@ -6,7 +6,7 @@ use super::{Error, PgTarget, Result, Row, Value};
 use bytes::BytesMut;
 use parking_lot::Mutex;
 use postgres::types::{to_sql_checked, FromSql, IsNull, ToSql, Type};
-use postgres::{Client, NoTls, Statement};
+use postgres::{Client, Statement};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -61,10 +61,7 @@ impl PgConn {
     }
 
     fn open(&self) -> Result<Client> {
-        let mut config = self.target.config().map_err(Error::Config)?;
-        config.application_name(&if self.writer.load(Ordering::Relaxed) { writer_label() } else { label() });
-        config.connect_timeout(std::time::Duration::from_secs(5));
-        Ok(config.connect(NoTls)?)
+        self.target.connect(&if self.writer.load(Ordering::Relaxed) { writer_label() } else { label() })
     }
 
     pub(super) fn set_writer(&self) -> Result<()> {
@@ -337,6 +334,10 @@ pub(super) fn is_transient(e: &postgres::Error) -> bool {
 pub(super) fn describe(e: &postgres::Error) -> String {
     match e.as_db_error() {
         Some(db) => format!("{} ({}): {}", db.severity(), db.code().code(), db.message()),
+        None if super::tls::is_handshake_failure(e) => format!(
+            "{e} (the server's certificate must chain to storage.ca_file, or to the system's roots without \
+             it, and name the host in storage.url)"
+        ),
         None => e.to_string(),
     }
 }

@@ -19,6 +19,9 @@ pub struct PgTarget {
     pub password_env: String,
     /// Where this node keeps what is its own (the dead-letter file).
     pub data_dir: PathBuf,
+    /// The CA certificates (PEM) the server's must chain to when TLS is
+    /// used; `None`: the system's roots.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl PgTarget {
@@ -30,6 +33,19 @@ impl PgTarget {
             config.password(pw);
         }
         Ok(config)
+    }
+
+    /// A new client named `application_name`, over TLS as `sslmode` says
+    /// (see `tls`).
+    pub fn connect(&self, application_name: &str) -> Result<postgres::Client, super::Error> {
+        let mut config = self.config().map_err(super::Error::Config)?;
+        config.application_name(application_name);
+        config.connect_timeout(std::time::Duration::from_secs(5));
+        if config.get_ssl_mode() == postgres::config::SslMode::Disable {
+            return Ok(config.connect(postgres::NoTls)?);
+        }
+        let tls = super::tls::connector(self.ca_file.as_deref()).map_err(super::Error::Config)?;
+        Ok(config.connect(tls)?)
     }
 
     /// Checks a `storage.url` as config validation does.
@@ -50,7 +66,11 @@ impl PgTarget {
 
 impl fmt::Debug for PgTarget {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "PgTarget({}, password from ${})", self.url, self.password_env)
+        write!(f, "PgTarget({}, password from ${}", self.url, self.password_env)?;
+        match &self.ca_file {
+            Some(ca) => write!(f, ", CA {})", ca.display()),
+            None => f.write_str(")"),
+        }
     }
 }
 
