@@ -134,21 +134,12 @@ impl App {
 
     /// Whether the gateway can serve: the database writer is keeping up and
     /// at least one channel may take a request now. Otherwise, why not.
-    ///
-    /// Failing commits alone do not make a node unready: requests go on
-    /// from memory and their records wait in the writer's queue (PostgreSQL
-    /// restarting, a failover). Past `storage.write_failure_grace`, or with
-    /// the queue half full, they do: a full queue would make requests wait.
+    /// Failing database writes count past `storage.write_failure_grace` or
+    /// with the writer's queue half full (see `Writer::unready`).
     pub fn readiness(&self) -> Result<(), Vec<String>> {
         let mut reasons = Vec::new();
         let now = crate::clock::now_ms();
-        if let Some(since) = self.writer.failing_since() {
-            let (secs, waiting) = ((now - since) / 1000, self.writer.waiting());
-            let grace = self.config.write_failure_grace.as_millis() as i64;
-            if now - since >= grace || waiting >= self.writer.capacity() / 2 {
-                reasons.push(format!("database writes have been failing for {secs}s ({waiting} records waiting)"));
-            }
-        }
+        reasons.extend(self.writer.unready(now, self.config.write_failure_grace));
         let up = self.channels.all().iter().any(|c| c.usable() && c.state.check(now).is_ok());
         if !up {
             reasons.push("no channel is available".to_string());

@@ -190,17 +190,21 @@ impl Writer {
     /// A writer handle and the task that will serve it. Ops sent before the
     /// task runs wait in the queue.
     pub fn channel() -> (Writer, WriterTask) {
-        let (tx, rx) = mpsc::channel(QUEUE);
+        Self::with_capacity(QUEUE)
+    }
+
+    fn with_capacity(records: usize) -> (Writer, WriterTask) {
+        let (tx, rx) = mpsc::channel(records);
         let stats = Arc::new(WriterStats::default());
         (Writer { tx, stats: stats.clone() }, WriterTask { rx, stats, on_posted: None })
     }
 
-    /// Since when (ms) commits have been failing, if they are.
     /// Records the queue holds before senders wait.
     pub fn capacity(&self) -> usize {
-        QUEUE
+        self.tx.max_capacity()
     }
 
+    /// Since when (ms) commits have been failing, if they are.
     pub fn failing_since(&self) -> Option<i64> {
         Some(self.stats.failing_since.load(Ordering::Relaxed)).filter(|&t| t != 0)
     }
@@ -219,6 +223,19 @@ impl Writer {
     /// Records not in the database yet: queued, or in a batch being retried.
     pub fn waiting(&self) -> usize {
         self.queue_depth() + self.stats.held.load(Ordering::Relaxed) as usize
+    }
+
+    /// Why failing commits should take the node out of rotation, if they
+    /// should. Failing alone is not enough: requests go on from memory and
+    /// their records wait (PostgreSQL restarting, a failover). Past `grace`,
+    /// or with the queue half full, it is: a full queue makes requests wait.
+    pub fn unready(&self, now_ms: i64, grace: Duration) -> Option<String> {
+        let since = self.failing_since()?;
+        let waiting = self.waiting();
+        let past_grace = now_ms - since >= grace.as_millis() as i64;
+        (past_grace || waiting >= self.capacity() / 2).then(|| {
+            format!("database writes have been failing for {}s ({waiting} records waiting)", (now_ms - since) / 1000)
+        })
     }
 
     /// Channel + thread in one step (CLI, tests).
@@ -703,6 +720,32 @@ mod tests {
         assert_eq!(dead.lines().count(), 1, "{dead}");
         assert!(dead.contains("poison") && dead.contains("FOREIGN KEY"), "{dead}");
         assert!(w.failing_since().is_none(), "a poison op is not a failing database");
+    }
+
+    #[test]
+    fn failing_writes_make_the_node_unready_past_the_grace_or_with_the_queue_half_full() {
+        // No writer thread: what is sent stays queued.
+        let (w, _task) = Writer::with_capacity(8);
+        let grace = Duration::from_secs(30);
+        let usage =
+            |i: usize| WriteOp::Usage(Box::new(UsageRecord { request_id: format!("r{i}"), ..Default::default() }));
+        for i in 0..3 {
+            w.send_blocking(usage(i));
+        }
+        assert_eq!(w.unready(1_000_000, grace), None, "commits are not failing");
+        w.stats.failing_since.store(1_000_000, Ordering::Relaxed);
+        assert_eq!(w.unready(1_029_999, grace), None, "3 of 8 waiting, inside the grace");
+        assert_eq!(
+            w.unready(1_030_000, grace).as_deref(),
+            Some("database writes have been failing for 30s (3 records waiting)")
+        );
+        // A batch being retried counts as waiting too: 3 queued + 1 held.
+        w.stats.held.store(1, Ordering::Relaxed);
+        assert_eq!(
+            w.unready(1_002_000, grace).as_deref(),
+            Some("database writes have been failing for 2s (4 records waiting)"),
+            "half full, long before the grace is over"
+        );
     }
 
     #[test]
