@@ -301,6 +301,39 @@ async fn a_key_disabled_on_node_1_is_refused_on_node_3_within_a_second() {
 }
 
 #[tokio::test]
+async fn credits_plans_and_codes_reach_every_node_within_a_second() {
+    let c = cluster(3, "200ms", "");
+    let (_, key) = c.user("grants@x.io", None, None).await;
+    let account = |node: usize| {
+        let (gw, key) = (&c.nodes[node], key.clone());
+        async move { json(&get(gw, "/v1/account", &key).await.2) }
+    };
+    assert_eq!(account(2).await["balance"], "0");
+    // Credits added on node 1 are spendable on node 3.
+    let (s, b) = c.nodes[0].admin("POST", "/admin/users/grants@x.io/credits", Some(json!({"amount": "2"}))).await;
+    assert_eq!(s, 200, "{b}");
+    let took = wait_for(Duration::from_secs(1), || async { account(2).await["balance"] == "2" }).await;
+    println!("node 3 saw credits added on node 1 after {took:?}");
+    // A plan assigned on node 1 applies on node 2.
+    let (s, b) = c.nodes[0].admin("POST", "/admin/users/grants@x.io/plan", Some(json!({"plan": "four"}))).await;
+    assert_eq!(s, 200, "{b}");
+    let took = wait_for(Duration::from_secs(1), || async { account(1).await["plan"]["id"] == "four" }).await;
+    println!("node 2 saw the plan assigned on node 1 after {took:?}");
+    // A code made on node 1, redeemed on node 2: node 3 has the credits, and
+    // refuses the code a second time.
+    let (s, code) = c.nodes[0].admin("POST", "/admin/codes", Some(json!({"credits": "1"}))).await;
+    assert_eq!(s, 200, "{code}");
+    let code = json!({"code": code.trim()});
+    let (s, _, b) = post(&c.nodes[1], "/v1/redeem", &key, &code).await;
+    assert_eq!(s, 200, "{b}");
+    let took = wait_for(Duration::from_secs(1), || async { account(2).await["balance"] == "3" }).await;
+    println!("node 3 saw the code redeemed on node 2 after {took:?}");
+    let (s, _, b) = post(&c.nodes[2], "/v1/redeem", &key, &code).await;
+    assert_eq!(s, 409, "a used code is used on every node: {b}");
+    assert!(b.contains("You have already redeemed this code"), "{b}");
+}
+
+#[tokio::test]
 async fn a_killed_node_frees_its_slots_within_the_lease_ttl_and_loses_no_acknowledged_usage() {
     let mut c = cluster(3, "200ms", "  lease_ttl: 2s");
     let (user, key) = c.user("kill@x.io", None, Some("four")).await;
