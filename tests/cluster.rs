@@ -11,7 +11,7 @@ mod common;
 use codex_proxy::fake_upstream::{Behavior, FakeUsage};
 use common::browser::{operator_signed_in, signed_up, Browser};
 use common::netns::Netns;
-use common::services::Redis;
+use common::services::{Redis, UnixLink};
 use common::*;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -27,6 +27,8 @@ struct Cluster {
     nodes: Vec<Gateway>,
     /// A network namespace per node, where the machine allows it.
     _namespaces: Option<Vec<Netns>>,
+    /// Each node's way to Redis, which a test may cut (a partition).
+    links: Vec<UnixLink>,
     redis: Redis,
     fake: codex_proxy::fake_upstream::FakeUpstream,
     db: Database,
@@ -34,7 +36,8 @@ struct Cluster {
 }
 
 /// `n` nodes on one database (a SQLite file, or PostgreSQL when the suite
-/// runs on it) and one Redis. The `meter` model costs one
+/// runs on it) and one Redis, each reaching Redis through a link of its own.
+/// The `meter` model costs one
 /// micro-credit per output token and nothing for input, so a request with
 /// `max_tokens: 1000` reserves exactly 1000.
 fn cluster(n: usize, flush_interval: &str, cluster_yaml: &str) -> Cluster {
@@ -53,23 +56,26 @@ fn cluster(n: usize, flush_interval: &str, cluster_yaml: &str) -> Cluster {
         .replace("models: [gpt-4o-mini,", "models: [meter, gpt-4o-mini,")
         .replace(
             "  flush_interval: 20ms",
-            &format!("  flush_interval: {flush_interval}\n  {storage}\n  redis_url: {}", redis.url()),
+            &format!("  flush_interval: {flush_interval}\n  {storage}\n  redis_url: REDIS_URL"),
         );
     let yaml = yaml.replace("  max_reservation: 1000", "  max_reservation: 1000\n  redeem_failures_per_10min: 3");
     let yaml = format!(
         "{yaml}\nconsole:\n  signup: open\n  throttle: {{sign_in_per_ip: 100, sign_in_per_account: 3, window: 1m}}\ncluster:\n  nodes: {n}\n{cluster_yaml}\n"
     );
+    let links: Vec<UnixLink> = (0..n).map(|_| UnixLink::to(redis.socket())).collect();
+    let node_yaml = |i: usize| yaml.replace("REDIS_URL", &links[i].url());
     // One at a time: the first creates the schema.
     let namespaces = Netns::for_nodes(n);
     let nodes: Vec<Gateway> = match &namespaces {
         Some(all) => all
             .iter()
-            .map(|ns| {
+            .enumerate()
+            .map(|(i, ns)| {
                 ns.serve_upstream(&fake);
-                Gateway::start_in_netns(&yaml, ns)
+                Gateway::start_in_netns(&node_yaml(i), ns)
             })
             .collect(),
-        None => (0..n).map(|_| Gateway::start(&yaml)).collect(),
+        None => (0..n).map(|i| Gateway::start(&node_yaml(i))).collect(),
     };
     if namespaces.is_some() {
         let netns = |pid: &str| std::fs::read_link(format!("/proc/{pid}/ns/net")).expect("a network namespace");
@@ -79,7 +85,7 @@ fn cluster(n: usize, flush_interval: &str, cluster_yaml: &str) -> Cluster {
         seen.dedup();
         assert_eq!(seen.len(), n + 1, "each node in a network namespace of its own");
     }
-    Cluster { nodes, _namespaces: namespaces, redis, fake, db, _shared: shared }
+    Cluster { nodes, _namespaces: namespaces, links, redis, fake, db, _shared: shared }
 }
 
 impl Drop for Cluster {
@@ -421,6 +427,39 @@ async fn redis_down_with_local_limits_each_node_enforces_its_share() {
     assert_eq!(redis_down_metric(&c.nodes[0]).await, 0);
     slow(&c.fake, 1, 0, 10);
     assert_eq!(post(&c.nodes[2], "/v1/chat/completions", &key, &meter(10)).await.0, 200);
+}
+
+/// A partition that cuts one node off from Redis but not from its clients:
+/// that node follows its policy (local_limits: its share, from memory)
+/// while the others stay exact through Redis. A limit of 4 on 3 nodes then
+/// admits 4 through Redis plus 2 on the cut node: N × ⌈limit / N⌉ = 6, the
+/// bound docs/scaling-out.md gives. Healed, all three count through Redis.
+#[tokio::test]
+async fn a_node_cut_off_from_redis_follows_its_policy_and_the_others_stay_exact() {
+    let c = cluster(3, "200ms", "  on_redis_down: local_limits\n  redis_timeout: 100ms");
+    let (user, key) = c.user("cut@x.io", None, Some("four")).await;
+    c.links[2].cut();
+    slow(&c.fake, 1, 0, 10);
+    assert_eq!(post(&c.nodes[2], "/v1/chat/completions", &key, &meter(10)).await.0, 200, "served under its policy");
+    let (s, v) = ready(&c.nodes[2]).await;
+    assert_eq!((s, &v["cluster"]["redis"], &v["cluster"]["limits"]), (200, &json!("down"), &json!("local share")));
+    assert_eq!(ready(&c.nodes[0]).await.1["cluster"]["redis"], "up", "the other nodes still reach Redis");
+
+    // 15 at once, round robin: 5 on each node.
+    slow(&c.fake, 15, 1500, 10);
+    let statuses = c.burst(15, &key, &meter(100)).await;
+    let admitted_on = |node: usize| (node..15).step_by(3).filter(|&i| statuses[i] == 200).count();
+    println!("15 at once over 3 nodes, node 3 cut off from Redis, limit 4: {statuses:?}");
+    assert_eq!(admitted_on(0) + admitted_on(1), 4, "through Redis: exactly the limit");
+    assert_eq!(admitted_on(2), 2, "the cut node alone: its share, 4 / 3 rounded up");
+    assert_eq!(c.fake.state.hits(), 1 + 6, "the upstream saw exactly the admitted requests");
+
+    c.links[2].heal();
+    wait_for(Duration::from_secs(3), || async { ready(&c.nodes[2]).await.1["cluster"]["redis"] == "up" }).await;
+    c.settled(user).await;
+    slow(&c.fake, 15, 1500, 10);
+    let statuses = c.burst(15, &key, &meter(100)).await;
+    assert_eq!((count(&statuses, 200), count(&statuses, 429)), (4, 11), "healed: exact across all three");
 }
 
 #[tokio::test]

@@ -256,3 +256,68 @@ fn write_private(path: &std::path::Path, text: &str) {
     std::fs::write(path, text).expect("write");
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
 }
+
+/// A link to a Unix socket that can be cut, as a network partition cuts
+/// one machine off: connections to `path` are relayed to the target until
+/// `cut`; then every connection, open or new, stays open and silent (the
+/// client times out, as across a partition) until `heal` closes them.
+pub struct UnixLink {
+    pub path: PathBuf,
+    cut: tokio::sync::watch::Sender<bool>,
+    _dir: tempfile::TempDir,
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl UnixLink {
+    pub fn to(target: PathBuf) -> UnixLink {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("link.sock");
+        let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(1).enable_all().build().unwrap();
+        let listener = {
+            let _in = runtime.enter();
+            tokio::net::UnixListener::bind(&path).expect("link socket")
+        };
+        let (cut, state) = tokio::sync::watch::channel(false);
+        runtime.spawn(async move {
+            while let Ok((from, _)) = listener.accept().await {
+                tokio::spawn(relay(from, target.clone(), state.clone()));
+            }
+        });
+        UnixLink { path, cut, _dir: dir, runtime: Some(runtime) }
+    }
+
+    pub fn url(&self) -> String {
+        format!("unix://{}", self.path.display())
+    }
+
+    pub fn cut(&self) {
+        self.cut.send_replace(true);
+    }
+
+    pub fn heal(&self) {
+        self.cut.send_replace(false);
+    }
+}
+
+impl Drop for UnixLink {
+    fn drop(&mut self) {
+        // Tests drop it inside their own runtime, where a runtime may not
+        // wait for its tasks.
+        if let Some(rt) = self.runtime.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+/// Relays one connection until it ends or the link is cut; a cut one is
+/// held open, silent, until the link heals.
+async fn relay(mut from: tokio::net::UnixStream, target: PathBuf, mut state: tokio::sync::watch::Receiver<bool>) {
+    if !*state.borrow() {
+        let Ok(mut to) = tokio::net::UnixStream::connect(&target).await else { return };
+        tokio::select! {
+            _ = tokio::io::copy_bidirectional(&mut from, &mut to) => return,
+            _ = state.wait_for(|cut| *cut) => {}
+        }
+    }
+    let _ = state.wait_for(|cut| !*cut).await;
+}
