@@ -176,6 +176,21 @@ fn meter(max_tokens: u32) -> Value {
     json!({"model": "meter", "max_tokens": max_tokens, "messages": [{"role": "user", "content": "hi"}]})
 }
 
+/// `n` metered requests sent to `node` without waiting for them.
+fn in_background(
+    node: &Gateway,
+    key: &str,
+    n: usize,
+) -> Vec<tokio::task::JoinHandle<reqwest::Result<reqwest::Response>>> {
+    let url = node.url("/v1/chat/completions");
+    (0..n)
+        .map(|_| {
+            let (url, k) = (url.clone(), key.to_string());
+            tokio::spawn(async move { client().post(url).bearer_auth(k).json(&meter(10)).send().await })
+        })
+        .collect()
+}
+
 fn count(statuses: &[u16], status: u16) -> usize {
     statuses.iter().filter(|&&s| s == status).count()
 }
@@ -350,13 +365,7 @@ async fn a_killed_node_frees_its_slots_within_the_lease_ttl_and_loses_no_acknowl
     tokio::time::sleep(Duration::from_millis(400)).await;
     // Four requests in flight on node 2 fill the user's slots.
     slow(&c.fake, 4, 30_000, 10);
-    let url = c.nodes[1].url("/v1/chat/completions");
-    let _hanging: Vec<_> = (0..4)
-        .map(|_| {
-            let (url, k) = (url.clone(), key.clone());
-            tokio::spawn(async move { client().post(url).bearer_auth(k).json(&meter(10)).send().await })
-        })
-        .collect();
+    let _hanging = in_background(&c.nodes[1], &key, 4);
     wait_for(Duration::from_secs(5), || async { c.fake.state.hits() >= 24 }).await;
     assert_eq!(post(&c.nodes[0], "/v1/chat/completions", &key, &meter(10)).await.0, 429);
     // Past one lease TTL the live node still holds them: it renews.
@@ -427,6 +436,53 @@ async fn redis_down_with_local_limits_each_node_enforces_its_share() {
     assert_eq!(redis_down_metric(&c.nodes[0]).await, 0);
     slow(&c.fake, 1, 0, 10);
     assert_eq!(post(&c.nodes[2], "/v1/chat/completions", &key, &meter(10)).await.0, 200);
+}
+
+/// Redis restarted empty under load: the requests already running are
+/// unknown to it, so until they end the cluster may admit that many more;
+/// their ends must not free anyone else's slot; new requests are exact again
+/// at once.
+#[tokio::test]
+async fn after_redis_restarts_empty_new_requests_are_exact_and_old_releases_free_nothing() {
+    let mut c = cluster(3, "200ms", "  redis_timeout: 500ms");
+    let (user, key) = c.user("empty@x.io", None, Some("four")).await;
+    slow(&c.fake, 2, 3_000, 10);
+    let old = in_background(&c.nodes[0], &key, 2);
+    wait_for(Duration::from_secs(5), || async { c.fake.state.hits() >= 2 }).await;
+    c.redis.stop();
+    c.redis.restart();
+    // Every node back on Redis (its heartbeat written again, and not down
+    // for it): a node that met the restart meanwhile would admit its local
+    // share instead, which the Redis-down tests cover.
+    wait_for(Duration::from_secs(10), || async {
+        let (_, b) = c.nodes[0].admin("GET", "/admin/config", None).await;
+        let mut up = json(&b)["cluster"]["nodes"].as_array().map_or(0, Vec::len) == 3;
+        for node in &c.nodes {
+            up &= ready(node).await.1["cluster"]["redis"] == "up";
+        }
+        up
+    })
+    .await;
+    assert!(old.iter().all(|t| !t.is_finished()), "the two old requests still run");
+    // Redis knows nothing of the two running: four more are admitted.
+    slow(&c.fake, 4, 5_000, 10);
+    // Once the two old requests have ended, their releases freed nothing:
+    // the four new ones still fill the limit.
+    let after_old = async {
+        for t in old {
+            assert_eq!(t.await.unwrap().unwrap().status(), 200);
+        }
+        post(&c.nodes[1], "/v1/chat/completions", &key, &meter(10)).await.0
+    };
+    let body = meter(10);
+    let (statuses, late) = tokio::join!(c.burst(8, &key, &body), after_old);
+    println!("8 at once after Redis restarted empty, 2 still running: {statuses:?}");
+    assert_eq!((count(&statuses, 200), count(&statuses, 429)), (4, 4));
+    assert_eq!(late, 429, "an old request's release freed a new request's slot");
+    c.settled(user).await;
+    slow(&c.fake, 15, 1_000, 10);
+    let statuses = c.burst(15, &key, &meter(10)).await;
+    assert_eq!((count(&statuses, 200), count(&statuses, 429)), (4, 11), "exact again");
 }
 
 /// A partition that cuts one node off from Redis but not from its clients:
