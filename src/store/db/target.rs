@@ -41,7 +41,9 @@ impl PgTarget {
         let mut config = self.config().map_err(super::Error::Config)?;
         config.application_name(application_name);
         config.connect_timeout(std::time::Duration::from_secs(5));
-        if config.get_ssl_mode() == postgres::config::SslMode::Disable {
+        // A Unix socket never carries TLS: no connector to build.
+        let unix_only = config.get_hosts().iter().all(|h| matches!(h, postgres::config::Host::Unix(_)));
+        if unix_only || config.get_ssl_mode() == postgres::config::SslMode::Disable {
             return Ok(config.connect(postgres::NoTls)?);
         }
         let tls = super::tls::connector(self.ca_file.as_deref()).map_err(super::Error::Config)?;

@@ -6,12 +6,30 @@
 //! host: a connection is never encrypted yet unverified, which would only
 //! look safe.
 
-use std::path::Path;
+use once_cell::sync::Lazy;
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use tokio_postgres_rustls::MakeRustlsConnect;
 
-/// The connector for `ca_file`, or the system's roots.
+/// The connector for `ca_file`, or the system's roots, built once per file:
+/// reading the system's roots takes about 10 ms, which every pooled
+/// connection, and every reconnection of a writer riding out an outage,
+/// would pay again. (Storage settings change only with a restart.)
 pub fn connector(ca_file: Option<&Path>) -> Result<MakeRustlsConnect, String> {
+    static BUILT: Lazy<Mutex<HashMap<Option<PathBuf>, MakeRustlsConnect>>> = Lazy::new(Default::default);
+    let mut built = BUILT.lock();
+    let key = ca_file.map(Path::to_path_buf);
+    if let Some(c) = built.get(&key) {
+        return Ok(c.clone());
+    }
+    let c = build(ca_file)?;
+    built.insert(key, c.clone());
+    Ok(c)
+}
+
+fn build(ca_file: Option<&Path>) -> Result<MakeRustlsConnect, String> {
     let roots = match ca_file {
         Some(path) => roots_from_file(path)?,
         None => system_roots(),
