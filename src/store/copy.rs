@@ -6,7 +6,7 @@
 //! table has as many rows on both sides and that every user's credit
 //! balance (the sum of their ledger) is the same on both sides.
 
-use super::db::{params_from_iter, Backend, Value};
+use super::db::{params_from_iter, value_tuples, Backend, Value};
 use super::{billing, Connection, SqlContext, StoreError};
 
 /// The tables in the order a copy fills them (each after those it names).
@@ -137,11 +137,7 @@ fn copy_table(from: &Connection, to: &Connection, table: &'static str) -> Result
 }
 
 fn insert(to: &Connection, table: &str, list: &str, width: usize, values: Vec<Value>) -> Result<i64, StoreError> {
-    let rows = values.len() / width;
-    let tuples: Vec<String> = (0..rows)
-        .map(|r| format!("({})", (1..=width).map(|c| format!("?{}", r * width + c)).collect::<Vec<_>>().join(", ")))
-        .collect();
-    let sql = format!("INSERT INTO {table}({list}) VALUES {}", tuples.join(", "));
+    let sql = format!("INSERT INTO {table}({list}) VALUES {}", value_tuples(values.len() / width, width));
     let n = to.execute(&sql, params_from_iter(values)).ctx("copying rows")?;
     Ok(n as i64)
 }

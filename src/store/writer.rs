@@ -14,7 +14,7 @@
 
 use super::charges::Charges;
 use super::{data_version, SqlContext, StoreError};
-use crate::store::db::{params, params_from_iter, Connection, ToSql, Value};
+use crate::store::db::{params, params_from_iter, value_tuples, Connection, ToSql, Value};
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::mpsc as std_mpsc;
 use std::sync::Arc;
@@ -514,6 +514,21 @@ const USAGE_COLUMNS: &str = "request_id, created_at, key_id, user_id, endpoint, 
     ttfb_ms, stream, estimated, cost, billed_to, attempts, translation, ledger_id";
 const USAGE_WIDTH: usize = 23;
 
+/// The usage insert of `n` rows, one per [`USAGE_ROWS_PER_INSERT`] size,
+/// written once.
+fn usage_insert(n: usize) -> &'static str {
+    static SQL: once_cell::sync::Lazy<Vec<(usize, String)>> = once_cell::sync::Lazy::new(|| {
+        let sql = |n| {
+            format!(
+                "INSERT INTO usage({USAGE_COLUMNS}) VALUES {} ON CONFLICT(request_id) DO NOTHING RETURNING request_id",
+                value_tuples(n, USAGE_WIDTH)
+            )
+        };
+        USAGE_ROWS_PER_INSERT.iter().map(|&n| (n, sql(n))).collect()
+    });
+    SQL.iter().find(|(rows, _)| *rows == n).map(|(_, sql)| sql.as_str()).expect("one of USAGE_ROWS_PER_INSERT")
+}
+
 /// Inserts the batch's usage rows; the request ids that were new.
 fn insert_usage(
     conn: &Connection,
@@ -524,18 +539,8 @@ fn insert_usage(
     while !rest.is_empty() {
         let n = USAGE_ROWS_PER_INSERT.into_iter().find(|&n| n <= rest.len()).unwrap_or(1);
         let (chunk, tail) = rest.split_at(n);
-        let tuples: Vec<String> = (0..n)
-            .map(|r| {
-                let cols: Vec<String> = (1..=USAGE_WIDTH).map(|c| format!("?{}", r * USAGE_WIDTH + c)).collect();
-                format!("({})", cols.join(", "))
-            })
-            .collect();
-        let sql = format!(
-            "INSERT INTO usage({USAGE_COLUMNS}) VALUES {} ON CONFLICT(request_id) DO NOTHING RETURNING request_id",
-            tuples.join(", ")
-        );
         let values = chunk.iter().flat_map(|(u, ledger_id)| usage_values(u, *ledger_id));
-        let mut stmt = conn.prepare_cached(&sql).ctx("preparing usage insert")?;
+        let mut stmt = conn.prepare_cached(usage_insert(n)).ctx("preparing usage insert")?;
         let mut inserted = stmt.query(params_from_iter(values)).ctx("inserting usage")?;
         while let Some(r) = inserted.next().ctx("inserting usage")? {
             new.insert(r.get::<_, String>(0).ctx("inserting usage")?);

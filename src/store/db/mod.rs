@@ -125,6 +125,16 @@ where
     }
 }
 
+/// `(?1, ?2), (?3, ?4)`: the VALUES of an insert of `rows` rows of `width`
+/// columns each, numbered in order.
+pub fn value_tuples(rows: usize, width: usize) -> String {
+    let tuple = |r: usize| {
+        let cols: Vec<String> = (1..=width).map(|c| format!("?{}", r * width + c)).collect();
+        format!("({})", cols.join(", "))
+    };
+    (0..rows).map(tuple).collect::<Vec<_>>().join(", ")
+}
+
 /// `params![a, b, c]`: parameters of different types.
 #[macro_export]
 macro_rules! sql_params {
