@@ -94,7 +94,7 @@ impl Drop for Cluster {
             node.kill9();
         }
         if let Database::Postgres(t) = &self.db {
-            drop_pg_database(t.url.rsplit('/').next().and_then(|n| n.split('?').next()).unwrap_or(""));
+            drop_pg_database(pg_database_name(&t.url));
         }
     }
 }

@@ -278,4 +278,21 @@ async fn postgres_over_tls_is_verified_against_the_ca_file() {
     println!("{encrypted} of the node's {all} connections to PostgreSQL are TLS");
     assert!(all >= 2, "the writer and the change listener at least: {all}");
     assert_eq!(encrypted, all);
+
+    // `migrate --ca-file` trusts the same way.
+    pg.database("moved");
+    let single = tempfile::tempdir().unwrap();
+    let file = single.path().join("codex-proxy.db");
+    drop(codex_proxy::storage::open(&file).unwrap());
+    let (from, to) = (format!("sqlite://{}", file.display()), format!("{}?sslmode=require", pg.tcp_url("moved")));
+    let migrate = |more: &[&str]| {
+        std::process::Command::new(BIN).args(["migrate", "--from", &from, "--to", &to]).args(more).output().unwrap()
+    };
+    let refused = migrate(&[]);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("certificate"));
+    let moved = migrate(&["--ca-file", ca_file.to_str().unwrap()]);
+    let out = String::from_utf8_lossy(&moved.stdout);
+    assert!(moved.status.success(), "{out}{}", String::from_utf8_lossy(&moved.stderr));
+    assert!(out.contains("balances equal on both sides: 0 users"), "{out}");
 }

@@ -232,7 +232,7 @@ fn storage(c: &mut Check, file: &FileConfig, ca_file: Option<PathBuf>) -> Storag
     Storage { data_dir, database, flush_interval, usage_retention, write_failure_grace, access_log }
 }
 
-/// The password variable PostgreSQL's password is read from by default.
+/// The environment variable PostgreSQL's password is read from by default.
 pub const PASSWORD_ENV: &str = "CODEX_PROXY_DB_PASSWORD";
 
 /// `storage.ca_file`, read now so that a bad file is named at load.

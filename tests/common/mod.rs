@@ -325,8 +325,7 @@ pub fn write_conf(dir: &Path, yaml: &str) -> PathBuf {
         let url = url.unwrap_or_else(|| {
             let url = fresh_pg_database();
             // The gateway that runs on it drops it when done (see `Drop`).
-            let name = url.rsplit('/').next().and_then(|t| t.split('?').next()).unwrap_or("");
-            std::fs::write(dir.join("pg-database"), name).expect("write the database marker");
+            std::fs::write(dir.join("pg-database"), pg_database_name(&url)).expect("write the database marker");
             url
         });
         storage.push_str(&format!("\n  backend: postgres\n  url: {url}"));
@@ -384,6 +383,11 @@ pub fn drop_pg_database(name: &str) {
         }
     })
     .join();
+}
+
+/// The database a `postgres://…/NAME?…` URL names.
+pub fn pg_database_name(url: &str) -> &str {
+    url.rsplit('/').next().and_then(|t| t.split('?').next()).unwrap_or("")
 }
 
 /// `url` naming database `name` instead.
